@@ -1,0 +1,3 @@
+from zonegate.cli import main
+
+main()

@@ -1,0 +1,180 @@
+"""The ``zonegate`` command.
+
+Every failure a user can cause (a bad file, a bad setting, a wrong argument) ends as one line
+on stderr and a non-zero exit, never a traceback: operators run this from scripts and CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from zonegate import __version__
+from zonegate.core import canonical, declarative
+from zonegate.core.config import Config
+from zonegate.core.errors import DeclarativeConfigError
+from zonegate.settings import Settings, SettingsError, conf_path_from_env, load_settings
+
+app = typer.Typer(
+    name="zonegate",
+    help="Zonegate: a Kong-compatible API gateway whose control and data planes talk over an mTLS NATS bus.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+config_app = typer.Typer(help="Declarative configuration files (Kong's format).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+def read_config_file(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        fail(f"{path}: no such file")
+    except IsADirectoryError:
+        fail(f"{path}: is a directory, expected a declarative config file")
+    except UnicodeDecodeError:
+        fail(f"{path}: not a UTF-8 text file")
+    except OSError as exc:
+        fail(f"{path}: cannot read: {exc.strerror}")
+    return declarative.loads(text)
+
+
+FileArg = Annotated[
+    Path, typer.Argument(help="A declarative config file (YAML or JSON).", show_default=False)
+]
+
+
+@app.command()
+def version() -> None:
+    """Print the Zonegate version."""
+    typer.echo(__version__)
+
+
+@config_app.command("parse")
+def config_parse(file: FileArg) -> None:
+    """Validate FILE: print a summary of what it declares, or every error with its path in the file."""
+    try:
+        config = read_config_file(file)
+    except DeclarativeConfigError as exc:
+        lines = exc.lines()
+        typer.echo(f"error: {file}: {len(lines)} error{'s' if len(lines) != 1 else ''}", err=True)
+        for line in lines:
+            typer.echo(f"  {line}", err=True)
+        raise typer.Exit(1) from None
+    counts = {kind: n for kind, n in config.counts().items() if n}
+    typer.echo(f"parse successful: {file}")
+    width = max((len(k) for k in counts), default=0)
+    for kind, count in counts.items():
+        typer.echo(f"  {kind:<{width}}  {count}")
+    typer.echo(f"  config_hash  {canonical.config_hash(config).config_hash}")
+
+
+@config_app.command("hash")
+def config_hash(
+    file: FileArg,
+    parts: Annotated[
+        bool, typer.Option("--parts", help="Also print the sub-hash of each part, as JSON.")
+    ] = False,
+) -> None:
+    """Print FILE's config_hash (32 hex characters; 32 zeros for an empty config)."""
+    result = canonical.config_hash(_load_or_fail(file))
+    if parts:
+        typer.echo(json.dumps({"config_hash": result.config_hash, "hashes": result.hashes}, indent=2))
+    else:
+        typer.echo(result.config_hash)
+
+
+@config_app.command("fmt")
+def config_fmt(
+    file: FileArg,
+    nested: Annotated[bool, typer.Option("--nested/--flat", help="Nest children under parents.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Write JSON instead of YAML.")] = False,
+) -> None:
+    """Print FILE in canonical declarative form: every id, every default, sorted."""
+    config = _load_or_fail(file)
+    typer.echo(declarative.dumps(config, nested=nested, fmt="json" if as_json else "yaml"), nl=False)
+
+
+ConfOption = Annotated[
+    Path | None,
+    typer.Option("--conf", "-c", help="A zonegate.conf file (also ZONEGATE_CONF).", show_default=False),
+]
+
+
+def settings_or_fail(conf: Path | None) -> Settings:
+    try:
+        return load_settings(os.environ, conf if conf is not None else conf_path_from_env(os.environ))
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def up(
+    conf: ConfOption = None,
+    prefix: Annotated[
+        Path | None, typer.Option(help="State directory (default: the prefix setting).")
+    ] = None,
+    nats_port: Annotated[int, typer.Option(help="Port of the embedded nats-server.")] = 4222,
+    pg_port: Annotated[int, typer.Option(help="Port of the embedded PostgreSQL.")] = 5432,
+) -> None:
+    """Start the local stack (embedded mTLS NATS and PostgreSQL today) until Ctrl-C."""
+    from zonegate import local_stack  # the embedded servers are only needed here
+
+    settings = settings_or_fail(conf)
+    options = local_stack.StackOptions(prefix or settings.prefix, nats_port, pg_port)
+    try:
+        with local_stack.LocalStack(options) as stack:
+            summary = "\n".join(stack.summary())
+            local_stack.wait_for_stop_signal(lambda: typer.echo(summary))
+    except local_stack.StackError as exc:
+        fail(str(exc))
+    typer.echo("stopped")
+
+
+def _load_or_fail(file: Path) -> Config:
+    try:
+        return read_config_file(file)
+    except DeclarativeConfigError as exc:
+        fail(f"{file}: invalid declarative config: " + "; ".join(exc.lines()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning every expected failure into one line on stderr."""
+    try:
+        # Outside standalone mode, click returns the code of a ``typer.Exit`` instead of exiting.
+        status = app(args=argv, standalone_mode=False)
+        if isinstance(status, int) and status:
+            sys.exit(status)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as exc:
+        # Usage errors (unknown command, missing argument): typer vendors click, whose
+        # exception classes are private, so read the two attributes every one of them has.
+        format_message = getattr(exc, "format_message", None)
+        message = format_message() if callable(format_message) else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(message)
+            sys.exit(0)
+        print(f"error: {message} (see 'zonegate --help')", file=sys.stderr)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
