@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck contracts unit up clean
+.PHONY: venv test lint typecheck contracts unit up bench clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ test: lint typecheck contracts unit
 # until then this starts what exists: a DB-less check of the sample config.
 up: venv
 	$(BIN)/zonegate up
+
+# Benchmarks print a table against a baseline measured in the same run; they never gate a test.
+bench: venv
+	$(BIN)/python ops/bench/declarative_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

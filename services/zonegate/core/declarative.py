@@ -39,6 +39,9 @@ _KIND_NAMESPACES: Final = {kind: uuidlib.uuid5(_KONG_NAMESPACE, kind) for kind i
 
 Path = tuple[str | int, ...]
 
+# PyYAML's libyaml-backed safe loader is several times faster; same results, same error marks.
+_YAML_LOADER: Final[type[yaml.SafeLoader]] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def stable_id(kind: str, key: str) -> str:
     return str(uuidlib.uuid5(_KIND_NAMESPACES[kind], key))
@@ -59,7 +62,7 @@ def parse_text(text: str) -> Any:
     try:
         if text.lstrip().startswith("{"):
             return json.loads(text)
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader, the C one when built
     except json.JSONDecodeError as exc:
         message = (
             f"failed parsing declarative configuration: {exc.msg} (line {exc.lineno}, column {exc.colno})"

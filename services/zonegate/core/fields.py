@@ -70,9 +70,9 @@ class Field:
         return replace(self, **changes)
 
     def default_value(self) -> Any:
-        if self.default is MISSING:
-            return MISSING
-        return copy.deepcopy(self.default)
+        if isinstance(self.default, list | dict):
+            return copy.deepcopy(self.default)  # every entity gets its own mutable default
+        return self.default
 
     def validate(self, value: Any) -> tuple[Any, Any]:
         """Return (normalised value, None) or (None, error)."""

@@ -15,7 +15,8 @@ import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Self
 
 import structlog
 
@@ -77,6 +78,25 @@ def stop_process(
     finally:
         with _LIVE_LOCK:
             _LIVE.discard(process)
+
+
+class StartStop:
+    """``with server:`` starts it and always stops it; subclasses define ``start`` and ``stop``."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -19,12 +19,10 @@ import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import structlog
 
-from zonegate.embedded._process import log_tail, spawn, stop_process
+from zonegate.embedded._process import StartStop, log_tail, spawn, stop_process
 from zonegate.embedded.ports import LOOPBACK, free_port
 
 log = structlog.get_logger(__name__)
@@ -67,7 +65,7 @@ def _conf_string(value: str | Path) -> str:
     return json.dumps(str(value))
 
 
-class NatsServer:
+class NatsServer(StartStop):
     """One nats-server on 127.0.0.1 with JetStream, optional mTLS and optional monitoring endpoint."""
 
     def __init__(
@@ -306,18 +304,6 @@ class NatsServer:
         """Stop and start again on the same port and store directory."""
         self.stop()
         self.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _ServerExited(Exception):

@@ -27,13 +27,12 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
-from zonegate.embedded._process import log_tail, spawn, stop_process
+from zonegate.embedded._process import StartStop, log_tail, spawn, stop_process
 from zonegate.embedded.ports import LOOPBACK, free_port
 
 log = structlog.get_logger(__name__)
@@ -194,7 +193,7 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
             os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(StartStop):
     """One PostgreSQL server process on 127.0.0.1.
 
     `port=None` picks a free port at the first start and keeps it for later starts, so a restart in a
@@ -466,18 +465,6 @@ class EmbeddedPostgres:
             )
             log.info("embedded.postgres.stopped", port=self._port, pid=process.pid, exit_code=code)
         self._cleanup_after_exit()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- databases ------------------------------------------------------------------------------------
 
