@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check services tests
-	$(BIN)/ruff format --check services tests
+	$(BIN)/ruff check services tests ops
+	$(BIN)/ruff format --check services tests ops
 
 typecheck: venv
 	$(BIN)/mypy
