@@ -6,6 +6,7 @@ on stderr and a non-zero exit, never a traceback: operators run this from script
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -144,6 +145,59 @@ def up(
     except local_stack.StackError as exc:
         fail(str(exc))
     typer.echo("stopped")
+
+
+@app.command()
+def start(conf: ConfOption = None) -> None:
+    """Start a node in the role the settings give (ZONEGATE_ROLE), until SIGTERM or SIGINT."""
+    import uvloop
+
+    from zonegate.data_plane.node import DbLessNode, StartError
+    from zonegate.logs import configure_logging
+
+    settings = settings_or_fail(conf)
+    configure_logging(settings)
+    if settings.database != "off":
+        fail(f"role {settings.role} with database={settings.database} is not available yet; use database=off")
+    node = DbLessNode(settings)
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(node.run())
+    except StartError as exc:
+        if len(exc.lines) == 1:
+            fail(exc.lines[0])
+        for line in exc.lines:
+            typer.echo(line if line.startswith("  ") else f"error: {line}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _signal_node(conf: Path | None, signum: int, verb: str) -> None:
+    import signal
+
+    from zonegate.data_plane.node import StartError, signal_running_node
+
+    settings = settings_or_fail(conf)
+    try:
+        pid = signal_running_node(settings.prefix, signal.Signals(signum))
+    except StartError as exc:
+        fail(str(exc))
+    typer.echo(f"{verb} sent to process {pid}")
+
+
+@app.command()
+def stop(conf: ConfOption = None) -> None:
+    """Stop the node running in the prefix: it drains in-flight requests, then exits."""
+    import signal
+
+    _signal_node(conf, signal.SIGTERM, "stop")
+
+
+@app.command()
+def reload(conf: ConfOption = None) -> None:
+    """Make the node running in the prefix re-read its declarative config (like SIGHUP)."""
+    import signal
+
+    _signal_node(conf, signal.SIGHUP, "reload")
 
 
 def _load_or_fail(file: Path) -> Config:

@@ -1,0 +1,767 @@
+"""One request/response exchange through the proxy: route, pick a target, stream both ways.
+
+The downstream connection (``client.py``) parses the request and feeds the exchange; the
+upstream connection (``upstream.py``) parses the response and feeds it back. No task runs
+per request: everything is a callback, except opening a new upstream connection, which
+awaits and is rare with keep-alive.
+
+Invariants:
+- Bytes go out in order and at most one response is written per request, even on errors:
+  once the response head has been sent, an error can only close the connection.
+- Back-pressure is symmetric: a side whose transport asks to pause writing pauses reading on
+  the other side; pausing or resuming twice is harmless.
+- The upstream connection goes back to the pool only after a complete response on a
+  keep-alive connection with the request fully sent; anything else closes it.
+- Bodies are streamed. With ``request_buffering`` or ``response_buffering`` (Kong's defaults)
+  up to ``Limits.buffer_bytes`` are gathered first, which lets a small response leave in one
+  write and a small request be retried on another target; past that limit the exchange streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from typing import TYPE_CHECKING, Final
+
+import httptools
+import structlog
+
+from zonegate.data_plane import responses
+from zonegate.data_plane.balancer import NewHashCookie
+from zonegate.data_plane.responses import VIA_TOKEN
+from zonegate.data_plane.upstream import PoolKey, UpstreamConnection
+
+if TYPE_CHECKING:
+    from zonegate.data_plane.balancer import Address, UpstreamBalancer
+    from zonegate.data_plane.client import ClientConnection
+    from zonegate.data_plane.router import Match
+    from zonegate.data_plane.runtime import Runtime, ServicePlan
+
+log = structlog.get_logger(__name__)
+
+Header = tuple[bytes, bytes]
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) are the proxy's own business on each side.
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+    }
+)
+# Headers the proxy sets itself on the upstream request (Kong's nginx template does the same).
+REPLACED_UPSTREAM: Final = frozenset(
+    {
+        b"host",
+        b"x-real-ip",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-path",
+        b"x-forwarded-prefix",
+        b"expect",
+        b"content-length",
+    }
+)
+NO_BODY_STATUSES: Final = frozenset({204, 304})
+CRLF: Final = b"\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
+
+
+class Exchange:
+    """Per-request state; small and slotted, created once per request."""
+
+    __slots__ = (
+        "attempts",
+        "balancer",
+        "body_bytes_in",
+        "body_bytes_out",
+        "buffered_request",
+        "buffered_response",
+        "buffering_request",
+        "buffering_response",
+        "chunked_request",
+        "client",
+        "connecting",
+        "content_length",
+        "done",
+        "expect_continue",
+        "hash_cookie",
+        "hash_key",
+        "head_sent_upstream",
+        "headers",
+        "host",
+        "http_minor",
+        "keep_alive",
+        "last_target",
+        "match",
+        "method",
+        "path",
+        "query",
+        "rechunk_response",
+        "request_complete",
+        "request_id",
+        "response_head_sent",
+        "response_headers",
+        "runtime",
+        "service",
+        "started",
+        "status",
+        "target",
+        "timer",
+        "tried",
+        "upgrade",
+        "upstream",
+        "upstream_done",
+        "upstream_first_byte",
+        "upstream_keep_alive",
+        "upstream_last_io",
+        "upstream_sent_at",
+        "upstream_status",
+        "url",
+    )
+
+    def __init__(self, client: ClientConnection, runtime: Runtime, request_id: str) -> None:
+        self.client = client
+        self.runtime = runtime
+        self.request_id = request_id
+        self.started = time.monotonic()
+        self.method = b"GET"
+        self.url = b""
+        self.path = "/"
+        self.query = b""
+        self.headers: list[Header] = []
+        self.host: str | None = None
+        self.http_minor = 1
+        self.keep_alive = True
+        self.content_length: int | None = None
+        self.chunked_request = False
+        self.expect_continue = False
+        self.upgrade = False
+        self.match: Match | None = None
+        self.service: ServicePlan | None = None
+        self.balancer: UpstreamBalancer | None = None
+        self.target: Address | None = None
+        self.last_target: Address | None = None
+        self.tried: frozenset[Address] = frozenset()
+        self.attempts = 0
+        self.hash_key: str | None = None
+        self.hash_cookie: str | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.connecting = False
+        self.head_sent_upstream = False
+        self.buffering_request = False
+        self.buffered_request: list[bytes] = []
+        self.request_complete = False
+        self.response_headers: list[Header] = []
+        self.buffering_response = False
+        self.buffered_response: list[bytes] = []
+        self.rechunk_response = False
+        self.response_head_sent = False
+        self.upstream_status = 0
+        self.upstream_keep_alive = False
+        self.upstream_done = False
+        self.upstream_sent_at = 0.0
+        self.upstream_first_byte = 0.0
+        self.upstream_last_io = 0.0
+        self.status = 0
+        self.body_bytes_in = 0
+        self.body_bytes_out = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = False
+
+    # =========================================================================================
+    # Request side
+    # =========================================================================================
+
+    def start(self) -> None:
+        """Headers are in: route, then open the upstream leg (or answer ourselves)."""
+        client = self.client
+        runtime = self.runtime
+        try:
+            match = runtime.router.match(
+                self.method.decode("latin-1"),
+                client.scheme,
+                self.host,
+                self.path,
+                self._router_headers(),
+                client.sni,
+            )
+        except Exception:
+            log.exception("router.failed", request_id=self.request_id)
+            self.respond_error(500, responses.UNEXPECTED)
+            return
+        if match is None:
+            self.respond_error(404, responses.NO_ROUTE)
+            return
+        self.match = match
+        if match.redirect_status is not None:
+            self._redirect(match.redirect_status)
+            return
+        service_ref = match.route.get("service")
+        service = runtime.services.get(service_ref["id"]) if service_ref else None
+        if service is None:
+            self.respond_error(503, "no Service found with those values")
+            return
+        self.service = service
+        if service.upstream_name is not None:
+            self.balancer = runtime.balancers.get(service.upstream_name)
+            if self.balancer is not None and self.balancer.hashes:
+                # Once per request: retries keep the key and grow ``tried``.
+                self.hash_key = self._hash_key()
+                if isinstance(self.hash_key, NewHashCookie):
+                    self.hash_cookie = self.balancer.hash_cookie_header(self.hash_key)
+        route = match.route
+        limit = runtime.limits.max_body_bytes
+        if limit and self.content_length is not None and self.content_length > limit:
+            self.respond_error(413, responses.BODY_TOO_LARGE)
+            return
+        self.buffering_request = bool(route.get("request_buffering")) and not self.upgrade
+        self.buffering_response = bool(route.get("response_buffering")) and not self.upgrade
+        if self.expect_continue and not self.request_complete:
+            # As nginx does for Kong: we answer 100 Continue ourselves once the request is routed.
+            client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.buffering_request and not self.request_complete:
+            return  # wait for the body (or for it to outgrow the buffer)
+        self.open_upstream()
+
+    def _router_headers(self) -> dict[str, str] | None:
+        wanted = self.runtime.router.needs_headers
+        if not wanted:
+            return None
+        found: dict[str, str] = {}
+        for name, value in self.headers:
+            lowered = name.decode("latin-1").lower()
+            if lowered in wanted and lowered not in found:
+                found[lowered] = value.decode("latin-1")
+        return found
+
+    def client_body(self, chunk: bytes) -> None:
+        if self.done:
+            return
+        self.body_bytes_in += len(chunk)
+        limit = self.runtime.limits.max_body_bytes
+        if limit and self.body_bytes_in > limit:
+            self.respond_error(413, responses.BODY_TOO_LARGE, close=True)
+            return
+        if self.upstream is not None and self.head_sent_upstream:
+            self.upstream.write(self._frame_request_chunk(chunk))
+            return
+        self.buffered_request.append(chunk)
+        if self.buffering_request and self.body_bytes_in > self.runtime.limits.buffer_bytes:
+            # Too big to buffer: stream it instead (Kong would spill to disk).
+            self.buffering_request = False
+            if self.service is not None and not self.connecting and self.upstream is None:
+                self.open_upstream()
+        if self.upstream is None and self.body_bytes_in > self.runtime.limits.buffer_bytes:
+            self.client.pause_reading()  # hold the client until the upstream can take the bytes
+
+    def client_body_complete(self) -> None:
+        self.request_complete = True
+        if self.done:
+            return
+        if self.upstream is not None and self.head_sent_upstream:
+            if self.chunked_request and not self.buffering_request:
+                self.upstream.write(LAST_CHUNK)
+            return
+        if (
+            self.service is not None
+            and self.buffering_request
+            and not self.connecting
+            and self.upstream is None
+        ):
+            self.open_upstream()
+
+    def _frame_request_chunk(self, chunk: bytes) -> bytes:
+        if self.chunked_request:
+            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        return chunk
+
+    # -- picking and connecting ---------------------------------------------------------------
+
+    def open_upstream(self) -> None:
+        service = self.service
+        assert service is not None
+        if self.balancer is not None:
+            address = self.balancer.select(self.hash_key, self.tried)
+            if address is None:
+                self.respond_error(503, responses.NO_HEALTHY_TARGET)
+                return
+            self.target = address
+            # Counted now, in the same step as the choice, so least-connections sees it at once.
+            self.balancer.on_connect(address)
+            host, port = address.host, address.port
+        else:
+            host, port = service.host, service.port
+        key: PoolKey = (host, port, id(service.tls_context) if service.tls_context else 0, service.host)
+        pooled = self.client.pool.acquire(key)
+        if pooled is not None:
+            self._attach(pooled, reused=True)
+            return
+        self.connecting = True
+        self.client.tasks.spawn(self._connect(key, host, port, service))
+
+    def _hash_key(self) -> str | None:
+        balancer = self.balancer
+        assert balancer is not None
+        match = self.match
+        return balancer.hash_key(
+            consumer_id=None,
+            client_ip=self.client.peer_ip,
+            headers=self._header_lookup,
+            path=self.path,
+            query=self.query.decode("latin-1"),
+            uri_captures=match.uri_captures if match is not None else {},
+        )
+
+    def _header_lookup(self, name: str) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return None
+
+    async def _connect(self, key: PoolKey, host: str, port: int, service: ServicePlan) -> None:
+        try:
+            connection = await self.client.pool.connect(
+                key,
+                host,
+                port,
+                ssl_context=service.tls_context,
+                server_hostname=service.host,
+                timeout=service.connect_timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            self.connecting = False
+            self._connect_failed(exc)
+            return
+        self.connecting = False
+        if self.done:
+            connection.close()
+            return
+        self._attach(connection, reused=False)
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        if self.done:
+            return
+        timed_out = isinstance(exc, TimeoutError)
+        self._release_target("timeout" if timed_out else "tcp_failure")
+        self.attempts += 1
+        service = self.service
+        assert service is not None
+        if self.attempts <= service.retries and self._replayable():
+            self.open_upstream()
+            return
+        if timed_out:
+            self.respond_error(504, responses.UPSTREAM_TIMEOUT)
+        else:
+            self.respond_error(502, responses.BAD_UPSTREAM_RESPONSE)
+
+    def _replayable(self) -> bool:
+        """A retry may resend only what we still hold: nothing of the body has been streamed away."""
+        return not self.head_sent_upstream and (self.request_complete or not self.body_bytes_in)
+
+    def _attach(self, connection: UpstreamConnection, *, reused: bool) -> None:
+        self.upstream = connection
+        connection.exchange = self
+        self.head_sent_upstream = True
+        body = b"".join(self.buffered_request) if self.buffered_request else b""
+        self.buffered_request = []
+        whole_body = self.request_complete
+        head = self._upstream_head(len(body) if whole_body else None)
+        if whole_body:
+            connection.write(head + body)
+        else:
+            connection.write(head + (self._frame_request_chunk(body) if body else b""))
+            self.client.resume_reading()
+        now = time.monotonic()
+        self.upstream_sent_at = now
+        self.upstream_last_io = now
+        self._arm_timer(self.service.read_timeout if self.service else 60.0)
+        if reused:
+            connection.resume_reading()
+
+    def _upstream_head(self, body_length: int | None) -> bytes:
+        """Request line and headers for the upstream, with Kong's proxy headers."""
+        service = self.service
+        match = self.match
+        assert service is not None and match is not None
+        client = self.client
+        target = match.upstream_path
+        if self.query:
+            target = f"{target}?{self.query.decode('latin-1')}"
+        lines = [self.method, b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
+        forwarded_for = None
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered in HOP_BY_HOP or lowered in REPLACED_UPSTREAM:
+                if lowered == b"x-forwarded-for":
+                    forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+                continue
+            lines += (name, b": ", value, CRLF)
+        if match.upstream_host is not None:
+            host_header = match.upstream_host
+        elif self.target is not None:
+            host_name = (
+                self.balancer.host_header if self.balancer is not None else None
+            ) or self.target.hostname
+            host_header = host_name if self.target.port in (80, 443) else f"{host_name}:{self.target.port}"
+        else:
+            host_header = service.host if service.default_port else f"{service.host}:{service.port}"
+        peer = client.peer_ip.encode("latin-1")
+        lines += (b"Host: ", host_header.encode("latin-1"), CRLF)
+        lines += (b"X-Real-IP: ", peer, CRLF)
+        lines += (b"X-Forwarded-For: ", (forwarded_for + b", " + peer) if forwarded_for else peer, CRLF)
+        lines += (b"X-Forwarded-Proto: ", client.scheme.encode(), CRLF)
+        lines += (b"X-Forwarded-Host: ", (self.host or "").split(":")[0].encode("latin-1"), CRLF)
+        lines += (b"X-Forwarded-Port: ", client.server_port_bytes, CRLF)
+        lines += (b"X-Forwarded-Path: ", self.path.encode("latin-1"), CRLF)
+        prefix = match.matched_path if match.route.get("strip_path") else None
+        if prefix and prefix != "/":
+            lines += (b"X-Forwarded-Prefix: ", prefix.encode("latin-1"), CRLF)
+        lines += (b"Via: ", VIA_TOKEN, CRLF)
+        if self.upgrade:
+            upgrade_value = self._header_lookup("upgrade") or "websocket"
+            lines += (b"Connection: Upgrade\r\nUpgrade: ", upgrade_value.encode("latin-1"), CRLF)
+        else:
+            lines.append(b"Connection: keep-alive\r\n")
+        if body_length is not None:
+            if body_length or self.content_length is not None or self.chunked_request:
+                lines += (b"Content-Length: ", str(body_length).encode(), CRLF)
+        elif self.chunked_request:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        elif self.content_length is not None:
+            lines += (b"Content-Length: ", str(self.content_length).encode(), CRLF)
+        lines.append(CRLF)
+        return b"".join(lines)
+
+    # =========================================================================================
+    # Response side (called by UpstreamConnection)
+    # =========================================================================================
+
+    def upstream_headers_complete(self, status: int, keep_alive: bool) -> None:
+        if self.done:
+            return
+        now = time.monotonic()
+        self.upstream_last_io = now
+        if 100 <= status < 200 and status != 101:
+            # We answered 100 Continue ourselves; drop informational responses.
+            self.response_headers = []
+            return
+        self.upstream_first_byte = now
+        self.upstream_status = status
+        self.upstream_keep_alive = keep_alive
+        if self.balancer is not None and self.target is not None:
+            self.balancer.report(self.target, status)
+        if status == 101 and self.upgrade:
+            self._start_tunnel()
+            return
+        if self.method == b"HEAD" or status in NO_BODY_STATUSES:
+            # httptools cannot know the request was HEAD: finish here and give the connection
+            # a fresh parser, so a Content-Length on a HEAD answer does not swallow the next one.
+            self._send_response_head(body_length=None, no_body=True)
+            upstream = self.upstream
+            if upstream is not None:
+                upstream.parser = httptools.HttpResponseParser(upstream)
+            self.upstream_message_complete(keep_alive)
+            return
+        if not self.buffering_response:
+            self._send_response_head(body_length=None)
+
+    def upstream_body(self, chunk: bytes) -> None:
+        if self.done:
+            return
+        self.upstream_last_io = time.monotonic()
+        self.body_bytes_out += len(chunk)
+        if not self.response_head_sent:
+            self.buffered_response.append(chunk)
+            if self.body_bytes_out > self.runtime.limits.buffer_bytes:
+                self.buffering_response = False
+                self._send_response_head(body_length=None)
+            return
+        self.client.write_buffered(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.rechunk_response else chunk)
+
+    def upstream_message_complete(self, keep_alive: bool) -> None:
+        if self.done or self.upstream_done or self.status == 101:
+            return  # a 101 "completes" as a message, but the connection now carries the tunnel
+        self.upstream_done = True
+        if not self.response_head_sent:
+            body = b"".join(self.buffered_response)
+            self.buffered_response = []
+            self._send_response_head(body_length=len(body), body=body)
+        elif self.rechunk_response:
+            self.client.write_buffered(LAST_CHUNK)
+        upstream = self.upstream
+        self.upstream = None
+        self._release_target(None)
+        if upstream is not None:
+            if keep_alive and self.request_complete and not upstream.closed:
+                self.client.pool.release(upstream)
+            else:
+                upstream.close()
+        self.finish()
+
+    def pause_client_reading(self) -> None:
+        """The upstream cannot take more request bytes now: stop reading them from the client."""
+        self.client.pause_reading()
+
+    def resume_client_reading(self) -> None:
+        self.client.resume_reading()
+
+    def upstream_begin(self) -> None:
+        """Start of one upstream read: gather what it produces..."""
+        self.client.batching = True
+
+    def upstream_flush(self) -> None:
+        """...and write it out in one call when the read is done."""
+        self.client.flush()
+
+    def _send_response_head(self, body_length: int | None, body: bytes = b"", no_body: bool = False) -> None:
+        self.response_head_sent = True
+        self.status = self.upstream_status
+        options = self.runtime.headers
+        keep_alive = self.keep_alive and self.client.accepting
+        lines = [responses.status_line(self.upstream_status)]
+        upstream_length: bytes | None = None
+        upstream_chunked = False
+        for name, value in self.response_headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                upstream_length = value
+                continue
+            if lowered == b"transfer-encoding":
+                upstream_chunked = True
+                continue
+            if lowered in HOP_BY_HOP:
+                continue
+            lines += (name, b": ", value, CRLF)
+        if no_body:
+            if upstream_length is not None:
+                lines += (b"Content-Length: ", upstream_length, CRLF)
+        elif body_length is not None:
+            lines += (b"Content-Length: ", str(body_length).encode(), CRLF)
+        elif upstream_length is not None and not upstream_chunked:
+            lines += (b"Content-Length: ", upstream_length, CRLF)
+        elif self.http_minor >= 1:
+            self.rechunk_response = True
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            keep_alive = False  # an HTTP/1.0 client reads to the end of the connection
+        if options.server_tokens:
+            lines += (b"Via: ", VIA_TOKEN, CRLF)
+        if options.latency_tokens:
+            now = time.monotonic()
+            upstream_ms = int((self.upstream_first_byte - self.upstream_sent_at) * 1000)
+            proxy_ms = int((self.upstream_sent_at - self.started) * 1000)
+            lines += (b"X-Zonegate-Upstream-Latency: ", str(max(upstream_ms, 0)).encode(), CRLF)
+            lines += (b"X-Zonegate-Proxy-Latency: ", str(max(proxy_ms, 0)).encode(), CRLF)
+            del now
+        if options.request_id:
+            lines += (b"X-Zonegate-Request-Id: ", self.request_id.encode(), CRLF)
+        if self.hash_cookie is not None:
+            lines += (b"Set-Cookie: ", self.hash_cookie.encode("latin-1"), CRLF)
+        self.keep_alive = keep_alive
+        lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+        if body:
+            lines.append(body)
+        elif self.buffered_response:
+            chunks = self.buffered_response
+            self.buffered_response = []
+            for chunk in chunks:
+                lines.append(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.rechunk_response else chunk)
+        self.client.write_buffered(b"".join(lines))
+
+    # -- WebSocket and other upgrades ------------------------------------------------------------
+
+    def _start_tunnel(self) -> None:
+        self.response_head_sent = True
+        self.status = 101
+        lines = [responses.status_line(101)]
+        for name, value in self.response_headers:
+            lines += (name, b": ", value, CRLF)
+        lines.append(CRLF)
+        self.client.write(b"".join(lines))
+        self._cancel_timer()
+        self.client.start_tunnel(self)
+
+    def upstream_tunnel_data(self, data: bytes) -> None:
+        self.body_bytes_out += len(data)
+        self.client.write(data)
+
+    def client_tunnel_data(self, data: bytes) -> None:
+        self.body_bytes_in += len(data)
+        if self.upstream is not None:
+            self.upstream.write(data)
+
+    # =========================================================================================
+    # Failures and endings
+    # =========================================================================================
+
+    def upstream_lost(self, connection: UpstreamConnection) -> None:
+        """The upstream closed on us before the response was complete."""
+        if self.done:
+            return
+        if self.upstream is connection:
+            self.upstream = None
+        if self.status == 101:
+            self.client.close()
+            self.finish()
+            return
+        if self.upstream_done:
+            return
+        if not self.response_head_sent and not self.upstream_status:
+            # A pooled connection the upstream had already closed, or a target that died before
+            # answering: try again if nothing of the request is lost.
+            self._release_target("tcp_failure")
+            self.head_sent_upstream = False
+            self.attempts += 1
+            service = self.service
+            if service is not None and self.attempts <= service.retries and self.request_complete:
+                self._restore_request_for_retry()
+                self.open_upstream()
+                return
+            self.respond_error(502, responses.BAD_UPSTREAM_RESPONSE)
+            return
+        if not self.response_head_sent:
+            self.respond_error(502, responses.BAD_UPSTREAM_RESPONSE)
+            return
+        if self.upstream_keep_alive is False and not self.rechunk_response and self._reads_to_close():
+            # A close-delimited body: the close is the end.
+            self.upstream_message_complete(False)
+            return
+        self.client.close()
+        self.finish()
+
+    def _reads_to_close(self) -> bool:
+        return not any(
+            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.response_headers
+        )
+
+    def _restore_request_for_retry(self) -> None:
+        # Only complete, buffered requests are retried after the head left; keep what we had.
+        self.response_headers = []
+
+    def upstream_failed(self, reason: str) -> None:
+        if self.done:
+            return
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.abort()
+        if self.response_head_sent:
+            self.client.close()
+            self.finish()
+            return
+        self.respond_error(502, responses.BAD_UPSTREAM_RESPONSE)
+
+    def client_lost(self) -> None:
+        """The client went away: drop the upstream leg, never pool it."""
+        if self.done:
+            return
+        if not self.response_head_sent:
+            self.status = 499
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.abort()
+        self.finish(client_gone=True)
+
+    def respond_error(self, status: int, message: str, *, close: bool = False) -> None:
+        if self.done:
+            return
+        if self.response_head_sent:
+            self.client.close()
+            self.finish()
+            return
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.abort()
+        self.response_head_sent = True
+        self.status = status
+        # The rest of an unread request body would be taken for the next request: close instead.
+        keep_alive = self.keep_alive and self.request_complete and not close and self.client.accepting
+        self.keep_alive = keep_alive
+        self.client.write_buffered(
+            responses.error_response(
+                status, message, self.request_id, keep_alive=keep_alive, head_only=self.method == b"HEAD"
+            )
+        )
+        self.finish()
+
+    def _redirect(self, status: int) -> None:
+        if status == 426:
+            self.respond_error(426, responses.USE_HTTPS)
+            return
+        host = self.host or ""
+        location = f"https://{host.split(':')[0]}{self.url.decode('latin-1')}"
+        self.response_head_sent = True
+        self.status = status
+        keep_alive = self.keep_alive and self.request_complete
+        self.keep_alive = keep_alive
+        self.client.write_buffered(
+            responses.error_response(
+                status,
+                responses.reason(status).decode(),
+                self.request_id,
+                keep_alive=keep_alive,
+                extra_headers=[(b"Location", location.encode("latin-1"))],
+            )
+        )
+        self.finish()
+
+    # -- timers ------------------------------------------------------------------------------------
+
+    def _arm_timer(self, delay: float) -> None:
+        self._cancel_timer()
+        self.timer = self.client.loop.call_later(delay, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_timer(self) -> None:
+        """read_timeout: one timer per exchange, re-armed only when it fires (cheaper than per chunk)."""
+        self.timer = None
+        if self.done or self.service is None:
+            return
+        idle = time.monotonic() - self.upstream_last_io
+        timeout = self.service.read_timeout
+        if idle < timeout:
+            self._arm_timer(timeout - idle)
+            return
+        self._release_target("timeout")
+        if self.response_head_sent:
+            self.upstream_failed("read timeout")
+        else:
+            self.respond_error(504, responses.UPSTREAM_TIMEOUT)
+
+    def _release_target(self, failure: str | None) -> None:
+        """Give the chosen target back to the balancer once, reporting a failure if there was one."""
+        balancer, target = self.balancer, self.target
+        if balancer is None or target is None:
+            return
+        self.target = None
+        balancer.on_release(
+            target, time.monotonic() - self.upstream_sent_at if self.upstream_sent_at else None
+        )
+        if failure is not None:
+            balancer.report(target, failure)  # type: ignore[arg-type]
+            self.tried = self.tried | {target}
+        self.last_target = target
+
+    def finish(self, *, client_gone: bool = False) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._cancel_timer()
+        self._release_target(None)
+        self.client.exchange_finished(self, client_gone=client_gone)

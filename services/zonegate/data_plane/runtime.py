@@ -1,0 +1,152 @@
+"""Everything a worker needs to proxy under one config, built off the hot path and swapped in whole.
+
+A ``Runtime`` is immutable once built: the router, the balancers, one ``ServicePlan`` per
+service (its resolved scheme, address, timeouts in seconds, TLS context) and the header
+options. A reload builds a new one next to the old and replaces it with one assignment, so a
+request always sees one consistent config from start to end. Sub-hashes tell which parts
+changed: the router is rebuilt only when routes or services changed, balancers only when
+upstreams or targets did (Kong's rule).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from zonegate.core.canonical import ConfigHash, config_hash
+from zonegate.core.config import Config
+from zonegate.data_plane.balancer import Balancers
+from zonegate.data_plane.router import Router, compile_router
+from zonegate.data_plane.tls import UpstreamTls, build_upstream_tls
+
+DEFAULT_PORTS: Final = {"http": 80, "https": 443, "grpc": 80, "grpcs": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOptions:
+    """Which of Kong's own headers to add (the ``headers`` setting)."""
+
+    server_tokens: bool = True
+    latency_tokens: bool = True
+    request_id: bool = True
+
+    @classmethod
+    def from_tokens(cls, tokens: tuple[str, ...]) -> HeaderOptions:
+        wanted = {t.lower() for t in tokens}
+        return cls(
+            server_tokens="server_tokens" in wanted or "via" in wanted,
+            latency_tokens="latency_tokens" in wanted or "x-kong-upstream-latency" in wanted,
+            request_id="x-kong-request-id" in wanted or "server_tokens" in wanted,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePlan:
+    """A service as the proxy uses it: no per-request lookups into the entity dict."""
+
+    id: str
+    name: str | None
+    scheme: str
+    host: str
+    port: int
+    path: str | None
+    retries: int
+    connect_timeout: float
+    write_timeout: float
+    read_timeout: float
+    upstream_name: str | None  # set when ``host`` names an upstream: the balancer picks targets
+    tls: UpstreamTls | None
+    default_port: bool  # Kong leaves ``:port`` out of the Host header on the scheme's default port
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None:
+        return self.tls.context if self.tls is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    max_body_bytes: int = 0  # 0 = unlimited
+    buffer_bytes: int = 1024 * 1024  # request/response buffering keeps at most this much in memory
+    keepalive_timeout: float = 60.0
+    header_timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    config: Config
+    hash: ConfigHash
+    router: Router
+    balancers: Balancers
+    services: Mapping[str, ServicePlan]
+    headers: HeaderOptions = field(default_factory=HeaderOptions)
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def config_hash(self) -> str:
+        return self.hash.config_hash
+
+
+def plan_services(config: Config, balancers: Balancers) -> dict[str, ServicePlan]:
+    certificates = config.by_id("certificates")
+    ca_certificates = config.by_id("ca_certificates")
+    plans: dict[str, ServicePlan] = {}
+    for service in config.of("services"):
+        scheme = service["protocol"]
+        tls = None
+        if scheme in ("https", "grpcs", "tls"):
+            tls = build_upstream_tls(service, certificates, ca_certificates)
+        upstream_name = service["host"] if balancers.get(service["host"]) is not None else None
+        plans[service["id"]] = ServicePlan(
+            id=service["id"],
+            name=service.get("name"),
+            scheme=scheme,
+            host=service["host"],
+            port=service["port"],
+            path=service.get("path"),
+            retries=service["retries"],
+            connect_timeout=service["connect_timeout"] / 1000,
+            write_timeout=service["write_timeout"] / 1000,
+            read_timeout=service["read_timeout"] / 1000,
+            upstream_name=upstream_name,
+            tls=tls,
+            default_port=DEFAULT_PORTS.get(scheme) == service["port"],
+        )
+    return plans
+
+
+def build_runtime(
+    config: Config,
+    previous: Runtime | None = None,
+    *,
+    headers: HeaderOptions | None = None,
+    limits: Limits | None = None,
+) -> Runtime:
+    """Compile a config; reuse the parts of ``previous`` whose sub-hashes did not change."""
+    new_hash = config_hash(config)
+    changed = new_hash.changed_groups(previous.hash if previous is not None else None)
+    if previous is not None and not changed & {"routes", "services"}:
+        router = previous.router
+    else:
+        router = compile_router(config)
+    if previous is not None and not changed & {"upstreams", "targets"}:
+        balancers = previous.balancers
+    else:
+        balancers = Balancers.build(config, previous.balancers if previous is not None else None)
+    services = plan_services(config, balancers)
+    return Runtime(
+        config=config,
+        hash=new_hash,
+        router=router,
+        balancers=balancers,
+        services=services,
+        headers=headers or (previous.headers if previous else HeaderOptions()),
+        limits=limits or (previous.limits if previous else Limits()),
+    )
+
+
+def describe(runtime: Runtime) -> dict[str, Any]:
+    return {"config_hash": runtime.config_hash, **{k: v for k, v in runtime.config.counts().items() if v}}
