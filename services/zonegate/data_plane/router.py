@@ -46,7 +46,8 @@ upstream receives must be what the router judged, otherwise ``/public/..%2Fadmin
 requests could match one route and reach a different resource. ``traditional_compatible``
 always joins paths the ``v0`` way (``get_upstream_uri_v0`` in ``kong/router/atc.lua``; the
 Admin API reference says "the path handling behavior will be v0 regardless of the value of
-route.path_handling"); ``compile_router(..., honor_path_handling=True)`` follows the route's field as the ``traditional`` flavour did.
+route.path_handling"); ``compile_router(..., honor_path_handling=True)`` follows the route's
+field as the ``traditional`` flavour did.
 
 Strings are byte strings carried in ``str``, one character per byte (latin-1), which is how the
 proxy hands over what it read off the wire; route values from the config are converted to that
@@ -76,6 +77,7 @@ from typing import Any, Final
 
 from zonegate.core.config import Config
 from zonegate.core.pcre import to_python
+from zonegate.core.uri import normalize as normalize_request_path
 
 HTTP_PROTOCOLS: Final = frozenset({"http", "https", "grpc", "grpcs"})
 MAX_HEADER_COUNT: Final = 255
@@ -88,58 +90,8 @@ _UNRANKED: Final = 1 << 62
 
 # -- request path normalisation and escaping (kong/tools/uri.lua) ---------------------------------
 
-_RESERVED: Final = frozenset(b"!*'();:@&=+$,/?%#[]")
-_ESCAPE_RE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
 # What Kong's ``escape`` leaves alone; everything else goes upstream percent-encoded.
 _UNSAFE_RE: Final = re.compile(r"[^!#$&'()*+,/:;=?@\[\]A-Za-z0-9\-_.~%]")
-
-
-def _decode_escape(match: re.Match[str]) -> str:
-    byte = int(match.group(1), 16)
-    return "%" + match.group(1).upper() if byte in _RESERVED else chr(byte)
-
-
-def _remove_dot_segments(path: str) -> str:
-    """Kong's loop: segments keep their leading slash; ``..`` pops one; ``//`` collapses."""
-    out: list[str] = []
-    rest = path
-    while rest:
-        if rest in ("/.", "/.."):
-            if rest == "/.." and out:
-                out.pop()
-            rest = "/"
-        elif rest in (".", ".."):
-            rest = ""
-        elif rest.startswith("../"):
-            rest = rest[3:]
-        elif rest.startswith(("./", "/./")):
-            rest = rest[2:]
-        elif rest.startswith("/../"):
-            rest = rest[3:]
-            if out:
-                out.pop()
-        elif rest.startswith("//"):
-            rest = rest[1:]
-        else:
-            cut = rest.find("/", 1)
-            if cut == -1:
-                out.append(rest)
-                rest = ""
-            else:
-                out.append(rest[:cut])
-                rest = rest[cut:]
-    return "".join(out)
-
-
-def normalize_request_path(path: str) -> str:
-    """The path the router matches: Kong's ``normalize(uri, merge_slashes=true)``."""
-    if "%" in path:
-        path = _ESCAPE_RE.sub(_decode_escape, path)
-    # Without "/." or "//" (or a leading ".") the segment loop would copy the path unchanged;
-    # checking that first keeps the common request free of the loop.
-    if "/." in path or "//" in path or path.startswith("."):
-        return _remove_dot_segments(path)
-    return path
 
 
 def _escape_match(match: re.Match[str]) -> str:
