@@ -38,6 +38,9 @@ up: venv
 # Benchmarks print a table against a baseline measured in the same run; they never gate a test.
 bench: venv
 	$(BIN)/python ops/bench/declarative_bench.py
+	$(BIN)/python ops/bench/router_bench.py
+	$(BIN)/python ops/bench/store_bench.py
+	$(BIN)/python ops/bench/proxy_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -126,7 +126,7 @@ def test_defaults_when_nothing_is_set() -> None:
     assert s.prefix == Path.cwd() / ".zonegate"
     assert s.prefix.is_absolute()
     assert (s.log_level, s.log_format) == ("info", "console")
-    assert s.workers == 1
+    assert s.workers == (os.cpu_count() or 1)  # Kong's default: one worker per CPU
     assert s.plugins == ("bundled",)
     assert s.declarative_config is None
     assert s.headers == ("server_tokens", "latency_tokens")

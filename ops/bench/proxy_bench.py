@@ -160,6 +160,7 @@ def start_zonegate(
             "ZONEGATE_STATUS_LISTEN": f"127.0.0.1:{status_port}",
             "ZONEGATE_PROXY_ACCESS_LOG": "off",
             "ZONEGATE_LOG_LEVEL": "warn",
+            "ZONEGATE_WORKERS": "1",
         }
     )
     process = subprocess.Popen(

@@ -16,6 +16,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from zonegate import __version__
+from zonegate.cli_migrations import migrations_app
 from zonegate.core import canonical, declarative
 from zonegate.core.config import Config
 from zonegate.core.errors import DeclarativeConfigError
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Declarative configuration files (Kong's format).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(migrations_app, name="migrations")
 
 
 class CliError(Exception):
@@ -157,6 +159,8 @@ def start(conf: ConfOption = None) -> None:
 
     settings = settings_or_fail(conf)
     configure_logging(settings)
+    if conf is not None:
+        os.environ["ZONEGATE_CONF"] = str(conf.resolve())  # worker processes read the same file
     if settings.database != "off":
         fail(f"role {settings.role} with database={settings.database} is not available yet; use database=off")
     node = DbLessNode(settings)
@@ -169,6 +173,20 @@ def start(conf: ConfOption = None) -> None:
         for line in exc.lines:
             typer.echo(line if line.startswith("  ") else f"error: {line}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command(hidden=True)
+def worker() -> None:
+    """A proxy worker process; started by the config agent, never by hand."""
+    import uvloop
+
+    from zonegate.data_plane.worker import run_worker
+    from zonegate.logs import configure_logging
+
+    settings = settings_or_fail(None)
+    configure_logging(settings)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_worker(settings))
 
 
 def _signal_node(conf: Path | None, signum: int, verb: str) -> None:

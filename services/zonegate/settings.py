@@ -629,7 +629,7 @@ SETTING_SPECS: Final[tuple[SettingSpec, ...]] = (
     _spec(
         "workers",
         Caster("integer (1..1024), or auto", _parse_workers),
-        "1",
+        "auto",
         "Proxy worker processes; auto means one per CPU.",
         kong="nginx_worker_processes",
     ),

@@ -134,6 +134,8 @@ def make_node(base: Path, extra_env: Mapping[str, str] | None = None) -> Zonegat
             "ZONEGATE_STATUS_LISTEN": f"127.0.0.1:{status_port}",
             "ZONEGATE_PROXY_ACCESS_LOG": str(prefix / "access.log"),
             "ZONEGATE_LOG_LEVEL": "info",
+            # One process unless a test asks for workers: faster, and enough for most behaviour.
+            "ZONEGATE_WORKERS": "1",
         }
     )
     env.update(extra_env or {})

@@ -28,6 +28,9 @@ _HOST: Final = b"host"
 _CONTENT_LENGTH: Final = b"content-length"
 _TRANSFER_ENCODING: Final = b"transfer-encoding"
 _EXPECT: Final = b"expect"
+# Back-pressure should keep a client's unsent bytes near the transport's high-water mark; if they
+# ever grow past this, something missed a pause: pause the upstream again and say so.
+WRITE_BUFFER_CAP: Final = 8 * 1024 * 1024
 
 
 class _HeadTooLarge(Exception):
@@ -253,8 +256,18 @@ class ClientConnection(asyncio.Protocol):
             return
         out = self.out
         self.out = []
-        if self.transport is not None and not self.closed:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if transport.get_write_buffer_size() > WRITE_BUFFER_CAP:
+                log.warning(
+                    "client.write_buffer_over_cap",
+                    buffered=transport.get_write_buffer_size(),
+                    writing_paused=self.writing_paused,
+                    queue=len(self.queue),
+                )
+                self.writing_paused = True
+                self.pause_writing()
 
     def pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None and not self.closed:

@@ -1,13 +1,13 @@
-"""A database-less node (``role = data_plane`` or ``traditional`` with ``database = off``).
+"""The config agent of a database-less node (``data_plane``, or ``traditional`` with ``database = off``).
 
-Start-up reads the declarative file (``declarative_config``); a bad file stops start-up with
-every error located. Then the proxy and the Status API listen; SIGHUP re-reads the file and
-swaps the config in, keeping the running one (and saying why) when the new file is bad;
-SIGTERM or SIGINT drains in-flight requests within the grace period and exits. The process
-id goes to ``<prefix>/zonegate.pid`` for ``zonegate stop`` and ``zonegate reload``.
+The agent owns the config: it reads the declarative file (a bad file stops start-up with every
+error located), writes the active config to the LMDB cache, and hands it to the proxy, which
+runs in this process (``workers = 1``) or in worker processes it supervises. It serves the
+Status API. SIGHUP re-reads the file; a bad file keeps the running config and says why.
+SIGTERM or SIGINT drains in-flight requests within the grace period and exits. The pid goes to
+``<prefix>/zonegate.pid`` for ``zonegate stop`` and ``zonegate reload``.
 
-This is also the process where the hybrid-mode config agent will live: it owns the config and
-hands runtimes to the proxy; today its only source is the declarative file.
+The hybrid-mode bus client will live here too: it is one more source of configs for the agent.
 """
 
 from __future__ import annotations
@@ -21,14 +21,12 @@ from typing import Final
 import structlog
 
 from zonegate.core import declarative
+from zonegate.core.canonical import config_hash
 from zonegate.core.config import Config
 from zonegate.core.errors import DeclarativeConfigError
-from zonegate.data_plane.access_log import AccessLog
-from zonegate.data_plane.health import HealthChecker
-from zonegate.data_plane.runtime import HeaderOptions, Limits, Runtime, build_runtime
-from zonegate.data_plane.server import ProxyServer
+from zonegate.data_plane.lmdb_cache import ConfigCache
+from zonegate.data_plane.proxy_host import InProcessProxy, ProxyHost, WorkerPool
 from zonegate.data_plane.status_api import build_app, start_status_api
-from zonegate.data_plane.tls import CertificateSelector, ensure_default_certificate
 from zonegate.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -60,58 +58,57 @@ def read_declarative(path: Path) -> Config:
         ) from None
 
 
-def runtime_options(settings: Settings) -> tuple[HeaderOptions, Limits]:
-    limits = Limits(
-        max_header_bytes=settings.max_request_header_size,
-        max_headers=settings.max_request_headers,
-        max_body_bytes=settings.client_max_body_size,
-    )
-    return HeaderOptions.from_tokens(settings.headers), limits
-
-
 class DbLessNode:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.server: ProxyServer | None = None
+        self.host: ProxyHost | None = None
+        self.config = Config()
+        self.version = 0
         self.stop_event = asyncio.Event()
         self.pid_path = settings.prefix / PID_FILE
-        # Resolves target host names and runs active probes; always on, as targets need DNS.
-        self.health = HealthChecker()
         self.reloading: asyncio.Task[None] | None = None
+        self.cache: ConfigCache | None = None
 
-    def initial_config(self) -> Config:
+    def read_config(self) -> Config:
         path = self.settings.declarative_config
         if path is None:
             return Config()
         return read_declarative(self.settings.resolve_path(path))
 
+    def initial_config(self) -> Config:
+        """The declarative file when there is one (as Kong does), else the last cached config."""
+        if self.settings.declarative_config is not None:
+            return self.read_config()
+        assert self.cache is not None
+        cached = self.cache.read()
+        if cached is not None:
+            log.info("config.from_cache", config_hash=cached.config_hash, written_at=cached.written_at)
+            return cached.config
+        return Config()
+
+    def _write_cache(self, config: Config) -> None:
+        assert self.cache is not None
+        self.version += 1
+        self.cache.write(config, config_hash(config).config_hash, self.version)
+
     async def run(self) -> None:
         settings = self.settings
-        config = self.initial_config()
-        headers, limits = runtime_options(settings)
-        runtime = build_runtime(config, headers=headers, limits=limits)
         settings.prefix.mkdir(parents=True, exist_ok=True)
-        certificates = None
-        if any(listen.ssl for listen in settings.proxy_listen):
-            certificates = CertificateSelector(*ensure_default_certificate(settings.prefix / "ssl"))
-        access_log = None
-        if settings.proxy_access_log is not None:
-            access_log = AccessLog(settings.resolve_path(settings.proxy_access_log))
-        server = ProxyServer(
-            runtime,
-            access_log=access_log,
-            certificates=certificates,
-            pool_size=settings.upstream_keepalive_pool_size,
-            pool_max_requests=settings.upstream_keepalive_max_requests,
-            pool_idle_timeout=settings.upstream_keepalive_idle_timeout,
+        self.cache = ConfigCache(
+            settings.resolve_path(settings.lmdb_environment_path), settings.lmdb_map_size
         )
-        self.server = server
+        config = self.initial_config()
+        self._write_cache(config)
+        self.config = config
+        host: ProxyHost = (
+            InProcessProxy(settings) if settings.workers <= 1 else WorkerPool(settings, settings.workers)
+        )
+        self.host = host
         status_runner = None
-        await self.health.start(runtime.balancers)
         try:
             try:
-                await server.listen(settings.proxy_listen)
-                app = build_app(lambda: self.server, lambda: not server.runtime.config.is_empty())
+                await host.start(config)
+                app = build_app(lambda: self.host, lambda: not self.config.is_empty())
                 if settings.status_listen:
                     status_runner = await start_status_api(app, settings.status_listen)
             except OSError as exc:
@@ -124,23 +121,23 @@ class DbLessNode:
             log.info(
                 "node.started",
                 role=settings.role,
+                workers=settings.workers,
                 proxy=[str(listen) for listen in settings.proxy_listen],
                 status=[str(listen) for listen in settings.status_listen],
-                config_hash=runtime.config_hash,
+                config_hash=host.config_hash,
                 pid=os.getpid(),
             )
             await self.stop_event.wait()
             log.info("node.stopping", grace_seconds=GRACE_SECONDS)
-            await server.drain(GRACE_SECONDS)
         finally:
             if self.reloading is not None:
                 self.reloading.cancel()
-            await self.health.stop()
-            await server.close()
+                await asyncio.gather(self.reloading, return_exceptions=True)
+            await host.drain(GRACE_SECONDS)
             if status_runner is not None:
                 await status_runner.cleanup()
-            if access_log is not None:
-                access_log.close()
+            if self.cache is not None:
+                self.cache.close()
             if self.pid_path.exists():
                 self.pid_path.unlink()
             log.info("node.stopped")
@@ -158,23 +155,22 @@ class DbLessNode:
 
     async def reload(self) -> None:
         """Re-read the declarative file; a bad file keeps the running config."""
-        server = self.server
-        if server is None:
+        host = self.host
+        if host is None:
             return
         try:
-            config = self.initial_config()
+            config = self.read_config()
         except StartError as exc:
             log.error("config.reload_rejected", reason=exc.lines[0], errors=exc.lines[1:])
             return
         try:
-            runtime: Runtime = build_runtime(config, previous=server.runtime)
-        except Exception as exc:  # a config that validates but cannot be compiled must not kill the node
+            self._write_cache(config)
+            await host.apply(config)
+        except Exception as exc:  # a config that validates but cannot be applied must not kill the node
             log.exception("config.reload_failed", error=str(exc))
             return
-        # Resolve new target names and start their probes before any request can pick them.
-        await self.health.update(runtime.balancers)
-        server.set_runtime(runtime)
-        log.info("config.reloaded", config_hash=runtime.config_hash)
+        self.config = config
+        log.info("config.reloaded", config_hash=host.config_hash)
 
 
 def signal_running_node(prefix: Path, signum: signal.Signals) -> int:

@@ -8,69 +8,58 @@ balancer's view of each target.
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from zonegate import __version__
-from zonegate.data_plane.server import ProxyServer
+from zonegate.data_plane.proxy_host import ProxyHost
 from zonegate.settings import Listen
 
 NOT_READY: str = "no configuration available (empty configuration present)"
 
 
-def _memory() -> dict[str, Any]:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    rss_kib = 0
-    try:
-        with open("/proc/self/statm") as handle:
-            pages = int(handle.read().split()[1])
-        rss_kib = pages * resource.getpagesize() // 1024
-    except OSError:
-        pass
-    return {"workers_rss_kib": rss_kib, "max_rss_kib": usage.ru_maxrss}
-
-
 def build_app(
-    get_server: Callable[[], ProxyServer | None], has_config: Callable[[], bool], node_id: str = ""
+    get_host: Callable[[], ProxyHost | None], has_config: Callable[[], bool], node_id: str = ""
 ) -> web.Application:
     app = web.Application()
 
     async def status(_: web.Request) -> web.Response:
-        server = get_server()
-        counters = server.counters if server is not None else None
+        host = get_host()
+        stats = await host.stats() if host is not None else {}
         body: dict[str, Any] = {
             "version": __version__,
             "server": {
-                "connections_active": counters.active if counters else 0,
-                "connections_accepted": counters.accepted if counters else 0,
-                "connections_handled": counters.handled if counters else 0,
-                "total_requests": counters.total_requests if counters else 0,
+                key: stats.get(key, 0)
+                for key in (
+                    "connections_active",
+                    "connections_accepted",
+                    "connections_handled",
+                    "total_requests",
+                )
             },
-            "configuration_hash": server.runtime.config_hash if server is not None else "0" * 32,
-            "memory": _memory(),
+            "configuration_hash": host.config_hash if host is not None else "0" * 32,
+            # With workers, the sum over worker processes (Kong reports its workers' VMs too).
+            "memory": {key: stats.get(key, 0) for key in ("workers_rss_kib", "max_rss_kib")},
         }
         return web.json_response(body)
 
     async def ready(_: web.Request) -> web.Response:
-        server = get_server()
-        if server is None or not has_config() or server.draining:
-            message = "draining" if server is not None and server.draining else NOT_READY
-            return web.json_response({"message": message}, status=503)
+        host = get_host()
+        if host is None or host.draining:
+            return web.json_response({"message": "draining" if host is not None else NOT_READY}, status=503)
+        if not has_config():
+            return web.json_response({"message": NOT_READY}, status=503)
         return web.json_response({"message": "ready"})
 
     async def upstream_health(request: web.Request) -> web.Response:
-        server = get_server()
+        host = get_host()
         name = request.match_info["name"]
-        balancer = server.runtime.balancers.get(name) if server is not None else None
-        if balancer is None:
+        balancer_health = request.query.get("balancer_health") in ("1", "true")
+        data = await host.upstream_health(name, balancer_health) if host is not None else None
+        if data is None:
             return web.json_response({"message": "Not found"}, status=404)
-        if request.query.get("balancer_health") in ("1", "true"):
-            data: Any = balancer.balancer_health()
-        else:
-            data = balancer.health()
         return web.json_response({"data": data, "next": None, "node_id": node_id})
 
     app.router.add_get("/status", status)

@@ -71,7 +71,13 @@ SNIS: Final = EntitySchema(
         ("updated_at", t.auto_timestamp_s),
         ("name", t.wildcard_host(required=True, unique=True)),
         ("tags", t.tags),
-        ("certificate", f.foreign("certificates", required=True, description="The certificate to serve.")),
+        # Kong deletes a certificate's SNIs with it (in its certificates DAO; here in the schema).
+        (
+            "certificate",
+            f.foreign(
+                "certificates", required=True, on_delete="cascade", description="The certificate to serve."
+            ),
+        ),
     ),
 )
 
