@@ -58,6 +58,7 @@ class ClientConnection(asyncio.Protocol):
         "sni",
         "tasks",
         "transport",
+        "trusted",
         "tunnel",
         "upgrade_data",
         "upgrading",
@@ -87,6 +88,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer_ip = ""
         self.server_port_bytes = b""
         self.sni: str | None = None
+        self.trusted = False
         self.last_activity = time.monotonic()
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
@@ -96,6 +98,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
+        self.trusted = self.server.is_trusted(self.peer_ip)
         sock = transport.get_extra_info("sockname")
         self.server_port_bytes = str(sock[1]).encode() if sock else b""
         if self.scheme == "https":

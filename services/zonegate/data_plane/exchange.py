@@ -399,11 +399,19 @@ class Exchange:
             target = f"{target}?{self.query.decode('latin-1')}"
         lines = [self.method, b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
         forwarded_for = None
+        # From a trusted peer (Kong's trusted_ips), its X-Forwarded-* values are passed on.
+        believed: dict[bytes, bytes] = {}
+        trusted = client.trusted
+        real_ip_header = client.server.real_ip_header
         for name, value in self.headers:
             lowered = name.lower()
+            if trusted and lowered == real_ip_header:
+                believed[b"real-ip"] = value.split(b",")[-1].strip()
             if lowered in HOP_BY_HOP or lowered in REPLACED_UPSTREAM:
                 if lowered == b"x-forwarded-for":
                     forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+                elif trusted and lowered.startswith(b"x-forwarded-"):
+                    believed[lowered] = value
                 continue
             lines += (name, b": ", value, CRLF)
         if match.upstream_host is not None:
@@ -416,15 +424,19 @@ class Exchange:
         else:
             host_header = service.host if service.default_port else f"{service.host}:{service.port}"
         peer = client.peer_ip.encode("latin-1")
+        get = believed.get
         lines += (b"Host: ", host_header.encode("latin-1"), CRLF)
-        lines += (b"X-Real-IP: ", peer, CRLF)
+        lines += (b"X-Real-IP: ", get(b"real-ip", peer), CRLF)
         lines += (b"X-Forwarded-For: ", (forwarded_for + b", " + peer) if forwarded_for else peer, CRLF)
-        lines += (b"X-Forwarded-Proto: ", client.scheme.encode(), CRLF)
-        lines += (b"X-Forwarded-Host: ", (self.host or "").split(":")[0].encode("latin-1"), CRLF)
-        lines += (b"X-Forwarded-Port: ", client.server_port_bytes, CRLF)
-        lines += (b"X-Forwarded-Path: ", self.path.encode("latin-1"), CRLF)
+        lines += (b"X-Forwarded-Proto: ", get(b"x-forwarded-proto", client.scheme.encode()), CRLF)
+        forwarded_host = (self.host or "").split(":")[0].encode("latin-1")
+        lines += (b"X-Forwarded-Host: ", get(b"x-forwarded-host", forwarded_host), CRLF)
+        lines += (b"X-Forwarded-Port: ", get(b"x-forwarded-port", client.server_port_bytes), CRLF)
+        lines += (b"X-Forwarded-Path: ", get(b"x-forwarded-path", self.path.encode("latin-1")), CRLF)
         prefix = match.matched_path if match.route.get("strip_path") else None
-        if prefix and prefix != "/":
+        if b"x-forwarded-prefix" in believed:
+            lines += (b"X-Forwarded-Prefix: ", believed[b"x-forwarded-prefix"], CRLF)
+        elif prefix and prefix != "/":
             lines += (b"X-Forwarded-Prefix: ", prefix.encode("latin-1"), CRLF)
         lines += (b"Via: ", VIA_TOKEN, CRLF)
         if self.upgrade:

@@ -93,10 +93,13 @@ class DbLessNode:
 
     async def run(self) -> None:
         settings = self.settings
-        settings.prefix.mkdir(parents=True, exist_ok=True)
-        self.cache = ConfigCache(
-            settings.resolve_path(settings.lmdb_environment_path), settings.lmdb_map_size
-        )
+        try:
+            settings.prefix.mkdir(parents=True, exist_ok=True)
+            self.cache = ConfigCache(
+                settings.resolve_path(settings.lmdb_environment_path), settings.lmdb_map_size
+            )
+        except OSError as exc:
+            raise StartError([f"cannot use prefix {settings.prefix}: {exc.strerror or exc}"]) from None
         config = self.initial_config()
         self._write_cache(config)
         self.config = config

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import sys
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
@@ -52,14 +51,21 @@ class ProxyHost(Protocol):
 
 
 def process_memory() -> dict[str, int]:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    rss_kib = 0
+    """Current and peak resident memory of this process image, from /proc/self/status.
+
+    Not ``getrusage``: its ``ru_maxrss`` survives ``exec``, so a process forked from a large
+    parent (a test runner, a supervisor) would report the parent's size as its own peak.
+    """
+    found = {"VmRSS:": 0, "VmHWM:": 0}
     try:
-        with open("/proc/self/statm") as handle:
-            rss_kib = int(handle.read().split()[1]) * resource.getpagesize() // 1024
-    except OSError:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                parts = line.split()
+                if parts and parts[0] in found:
+                    found[parts[0]] = int(parts[1])
+    except (OSError, ValueError, IndexError):
         pass
-    return {"workers_rss_kib": rss_kib, "max_rss_kib": int(usage.ru_maxrss)}
+    return {"workers_rss_kib": found["VmRSS:"], "max_rss_kib": found["VmHWM:"]}
 
 
 def runtime_options(settings: Settings) -> tuple[HeaderOptions, Limits]:
@@ -102,6 +108,8 @@ class InProcessProxy:
             pool_size=settings.upstream_keepalive_pool_size,
             pool_max_requests=settings.upstream_keepalive_max_requests,
             pool_idle_timeout=settings.upstream_keepalive_idle_timeout,
+            trusted_ips=settings.trusted_ips,
+            real_ip_header=settings.real_ip_header,
         )
         await self.health.start(runtime.balancers)
         await self.server.listen(settings.proxy_listen, reuse_port=self.reuse_port)

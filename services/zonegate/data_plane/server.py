@@ -9,6 +9,7 @@ what is left.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import os
 import socket
@@ -75,6 +76,8 @@ class ProxyServer:
         pool_size: int = 512,
         pool_max_requests: int = 10000,
         pool_idle_timeout: float = 60.0,
+        trusted_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        real_ip_header: str = "X-Real-IP",
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.runtime = runtime
@@ -88,6 +91,9 @@ class ProxyServer:
         self.listeners: list[asyncio.AbstractServer] = []
         self.counters = Counters()
         self.draining = False
+        # Kong's trusted_ips: from these peers, X-Forwarded-* and the real-IP header are believed.
+        self.trusted_ips = trusted_ips
+        self.real_ip_header = real_ip_header.lower().encode("latin-1")
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(8).hex()
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -153,6 +159,15 @@ class ProxyServer:
         if connection in self.connections:
             self.connections.discard(connection)
             self.counters.active -= 1
+
+    def is_trusted(self, peer_ip: str) -> bool:
+        if not self.trusted_ips or not peer_ip:
+            return False
+        try:
+            address = ipaddress.ip_address(peer_ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_ips)
 
     def next_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):016x}"
