@@ -19,7 +19,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import time
 from typing import TYPE_CHECKING, Final
@@ -115,7 +114,6 @@ class Exchange:
         "started",
         "status",
         "target",
-        "timer",
         "tried",
         "upgrade",
         "upstream",
@@ -174,7 +172,6 @@ class Exchange:
         self.status = 0
         self.body_bytes_in = 0
         self.body_bytes_out = 0
-        self.timer: asyncio.TimerHandle | None = None
         self.done = False
 
     # =========================================================================================
@@ -384,7 +381,7 @@ class Exchange:
         now = time.monotonic()
         self.upstream_sent_at = now
         self.upstream_last_io = now
-        self._arm_timer(self.service.read_timeout if self.service else 60.0)
+        self.client.server.waiting.add(self)  # read_timeout is watched by the server's sweep
         if reused:
             connection.resume_reading()
 
@@ -731,25 +728,14 @@ class Exchange:
 
     # -- timers ------------------------------------------------------------------------------------
 
-    def _arm_timer(self, delay: float) -> None:
-        self._cancel_timer()
-        self.timer = self.client.loop.call_later(delay, self._on_timer)
-
     def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.client.server.waiting.discard(self)
 
-    def _on_timer(self) -> None:
-        """read_timeout: one timer per exchange, re-armed only when it fires (cheaper than per chunk)."""
-        self.timer = None
-        if self.done or self.service is None:
+    def check_timeout(self, now: float) -> None:
+        """read_timeout, checked by the server's sweep: no timer object per request on the hot path."""
+        if self.done or self.service is None or now - self.upstream_last_io < self.service.read_timeout:
             return
-        idle = time.monotonic() - self.upstream_last_io
-        timeout = self.service.read_timeout
-        if idle < timeout:
-            self._arm_timer(timeout - idle)
-            return
+        self._cancel_timer()
         self._release_target("timeout")
         if self.response_head_sent:
             self.upstream_failed("read timeout")

@@ -27,6 +27,7 @@ from zonegate.core.errors import DeclarativeConfigError
 from zonegate.data_plane.lmdb_cache import ConfigCache
 from zonegate.data_plane.proxy_host import InProcessProxy, ProxyHost, WorkerPool
 from zonegate.data_plane.status_api import build_app, start_status_api
+from zonegate.data_plane.tls import ensure_default_certificate
 from zonegate.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -103,6 +104,8 @@ class DbLessNode:
         config = self.initial_config()
         self._write_cache(config)
         self.config = config
+        if any(listen.ssl for listen in settings.proxy_listen):
+            ensure_default_certificate(settings.prefix / "ssl")  # once, before workers race for it
         host: ProxyHost = (
             InProcessProxy(settings) if settings.workers <= 1 else WorkerPool(settings, settings.workers)
         )

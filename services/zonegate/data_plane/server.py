@@ -32,6 +32,9 @@ from zonegate.settings import Listen
 log = structlog.get_logger(__name__)
 
 IDLE_CHECK_INTERVAL: Final = 1.0
+# How often exchanges waiting on an upstream are checked against their read_timeout; a timeout
+# fires up to this much late, which Kong's millisecond timeouts tolerate at proxy scale.
+TIMEOUT_CHECK_INTERVAL: Final = 0.1
 
 
 class TaskSet:
@@ -97,6 +100,8 @@ class ProxyServer:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(8).hex()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._timeout_timer: asyncio.TimerHandle | None = None
+        self.waiting: set[Exchange] = set()
         if certificates is not None:
             self.update_certificates()
 
@@ -137,6 +142,14 @@ class ProxyServer:
             )
             self.listeners.append(server)
         self._idle_timer = self.loop.call_later(IDLE_CHECK_INTERVAL, self._check_idle)
+        self._timeout_timer = self.loop.call_later(TIMEOUT_CHECK_INTERVAL, self._check_timeouts)
+
+    def _check_timeouts(self) -> None:
+        if self.waiting:
+            now = time.monotonic()
+            for exchange in list(self.waiting):
+                exchange.check_timeout(now)
+        self._timeout_timer = self.loop.call_later(TIMEOUT_CHECK_INTERVAL, self._check_timeouts)
 
     def bound_ports(self) -> list[int]:
         ports = []
@@ -199,9 +212,11 @@ class ProxyServer:
         await self.close()
 
     async def close(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        for timer in (self._idle_timer, self._timeout_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._timeout_timer = None
+        self.waiting.clear()
         for server in self.listeners:
             server.close()
         for connection in list(self.connections):

@@ -111,13 +111,21 @@ def ensure_default_certificate(directory: Path) -> tuple[Path, Path]:
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    # Written to temporary names and renamed, key first: a process that finds the certificate
+    # finds its key too, even when several workers start at once.
+    key_tmp, cert_tmp = (
+        key_path.with_suffix(f".key.{os.getpid()}"),
+        cert_path.with_suffix(f".crt.{os.getpid()}"),
     )
-    os.chmod(key_path, 0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(key_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key_pem)
+    cert_tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    os.replace(key_tmp, key_path)
+    os.replace(cert_tmp, cert_path)
     return cert_path, key_path
 
 
