@@ -28,6 +28,8 @@ _HOST: Final = b"host"
 _CONTENT_LENGTH: Final = b"content-length"
 _TRANSFER_ENCODING: Final = b"transfer-encoding"
 _EXPECT: Final = b"expect"
+_CONNECTION: Final = b"connection"
+_STANDARD_CONNECTION_TOKENS: Final = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 # Back-pressure should keep a client's unsent bytes near the transport's high-water mark; if they
 # ever grow past this, something missed a pause: pause the upstream again and say so.
 WRITE_BUFFER_CAP: Final = 8 * 1024 * 1024
@@ -42,17 +44,20 @@ class ClientConnection(asyncio.Protocol):
         "accepting",
         "batching",
         "closed",
+        "forwarded_block",
         "header_bytes",
         "last_activity",
         "loop",
         "out",
         "parser",
         "parsing",
+        "peer_bytes",
         "peer_ip",
         "pool",
         "queue",
         "reading_paused",
         "scheme",
+        "scheme_bytes",
         "server",
         "server_port_bytes",
         "sni",
@@ -86,7 +91,10 @@ class ClientConnection(asyncio.Protocol):
         self.upgrade_data = b""
         self.header_bytes = 0
         self.peer_ip = ""
+        self.peer_bytes = b""
+        self.scheme_bytes = scheme.encode()
         self.server_port_bytes = b""
+        self.forwarded_block = b""
         self.sni: str | None = None
         self.trusted = False
         self.last_activity = time.monotonic()
@@ -101,6 +109,12 @@ class ClientConnection(asyncio.Protocol):
         self.trusted = self.server.is_trusted(self.peer_ip)
         sock = transport.get_extra_info("sockname")
         self.server_port_bytes = str(sock[1]).encode() if sock else b""
+        self.peer_bytes = self.peer_ip.encode("latin-1")
+        # The forwarding headers that depend only on this connection, rendered once for all its requests.
+        self.forwarded_block = (
+            b"X-Real-IP: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Port: %s\r\n"
+            % (self.peer_bytes, self.peer_bytes, self.scheme_bytes, self.server_port_bytes)
+        )
         if self.scheme == "https":
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:
@@ -196,6 +210,10 @@ class ClientConnection(asyncio.Protocol):
             exchange.chunked_request = b"chunked" in value.lower()
         elif length == 6 and name.lower() == _EXPECT:
             exchange.expect_continue = value.lower() == b"100-continue"
+        elif length == 10 and name.lower() == _CONNECTION:
+            tokens = frozenset(t.strip() for t in value.lower().split(b",")) - _STANDARD_CONNECTION_TOKENS
+            if tokens:
+                exchange.connection_tokens = (exchange.connection_tokens or frozenset()) | tokens
 
     def on_headers_complete(self) -> None:
         exchange = self.parsing

@@ -69,6 +69,18 @@ REPLACED_UPSTREAM: Final = frozenset(
         b"content-length",
     }
 )
+# What the proxy never copies from the client: hop-by-hop headers and the ones it sets itself.
+PROXY_OWNED: Final = HOP_BY_HOP | REPLACED_UPSTREAM
+UPSTREAM_HEAD: Final = (
+    b"%s %s HTTP/1.1\r\n%sHost: %s\r\n%sX-Forwarded-Host: %s\r\nX-Forwarded-Path: %s\r\n%sVia: "
+    + VIA_TOKEN
+    + b"\r\n%s%s\r\n"
+)
+RESPONSE_OWNED: Final = HOP_BY_HOP | {b"content-length"}
+VIA_LINE: Final = b"Via: " + VIA_TOKEN + b"\r\n"
+LATENCY_LINES: Final = b"X-Zonegate-Upstream-Latency: %d\r\nX-Zonegate-Proxy-Latency: %d\r\n"
+KEEP_ALIVE_END: Final = b"Connection: keep-alive\r\n\r\n"
+CLOSE_END: Final = b"Connection: close\r\n\r\n"
 NO_BODY_STATUSES: Final = frozenset({204, 304})
 CRLF: Final = b"\r\n"
 LAST_CHUNK: Final = b"0\r\n\r\n"
@@ -89,6 +101,7 @@ class Exchange:
         "chunked_request",
         "client",
         "connecting",
+        "connection_tokens",
         "content_length",
         "done",
         "expect_continue",
@@ -141,6 +154,7 @@ class Exchange:
         self.keep_alive = True
         self.content_length: int | None = None
         self.chunked_request = False
+        self.connection_tokens: frozenset[bytes] | None = None
         self.expect_continue = False
         self.upgrade = False
         self.match: Match | None = None
@@ -386,31 +400,39 @@ class Exchange:
             connection.resume_reading()
 
     def _upstream_head(self, body_length: int | None) -> bytes:
-        """Request line and headers for the upstream, with Kong's proxy headers."""
+        """Request line and headers for the upstream, with Kong's proxy headers.
+
+        Hot path: client headers pass through with one concatenation each, and the headers that
+        depend only on the connection come pre-rendered from it (``client.forwarded_block``).
+        """
         service = self.service
         match = self.match
         assert service is not None and match is not None
         client = self.client
-        target = match.upstream_path
+        target = match.upstream_path.encode("latin-1")
         if self.query:
-            target = f"{target}?{self.query.decode('latin-1')}"
-        lines = [self.method, b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
-        forwarded_for = None
+            target += b"?" + self.query
+        kept: list[bytes] = []
+        forwarded_for: bytes | None = None
         # From a trusted peer (Kong's trusted_ips), its X-Forwarded-* values are passed on.
-        believed: dict[bytes, bytes] = {}
-        trusted = client.trusted
+        believed: dict[bytes, bytes] | None = {} if client.trusted else None
         real_ip_header = client.server.real_ip_header
+        dropped = self.connection_tokens
         for name, value in self.headers:
             lowered = name.lower()
-            if trusted and lowered == real_ip_header:
-                believed[b"real-ip"] = value.split(b",")[-1].strip()
-            if lowered in HOP_BY_HOP or lowered in REPLACED_UPSTREAM:
+            if lowered in PROXY_OWNED:
                 if lowered == b"x-forwarded-for":
                     forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
-                elif trusted and lowered.startswith(b"x-forwarded-"):
+                elif believed is not None and lowered.startswith(b"x-forwarded-"):
                     believed[lowered] = value
+                if believed is not None and lowered == real_ip_header:
+                    believed[b"real-ip"] = value.split(b",")[-1].strip()
                 continue
-            lines += (name, b": ", value, CRLF)
+            if believed is not None and lowered == real_ip_header:
+                believed[b"real-ip"] = value.split(b",")[-1].strip()
+            if dropped is not None and lowered in dropped:
+                continue  # named in the client's Connection header: hop-by-hop too
+            kept.append(name + b": " + value + b"\r\n")
         if match.upstream_host is not None:
             host_header = match.upstream_host
         elif self.target is not None:
@@ -419,37 +441,70 @@ class Exchange:
             ) or self.target.hostname
             host_header = host_name if self.target.port in (80, 443) else f"{host_name}:{self.target.port}"
         else:
-            host_header = service.host if service.default_port else f"{service.host}:{service.port}"
-        peer = client.peer_ip.encode("latin-1")
-        get = believed.get
-        lines += (b"Host: ", host_header.encode("latin-1"), CRLF)
-        lines += (b"X-Real-IP: ", get(b"real-ip", peer), CRLF)
-        lines += (b"X-Forwarded-For: ", (forwarded_for + b", " + peer) if forwarded_for else peer, CRLF)
-        lines += (b"X-Forwarded-Proto: ", get(b"x-forwarded-proto", client.scheme.encode()), CRLF)
-        forwarded_host = (self.host or "").split(":")[0].encode("latin-1")
-        lines += (b"X-Forwarded-Host: ", get(b"x-forwarded-host", forwarded_host), CRLF)
-        lines += (b"X-Forwarded-Port: ", get(b"x-forwarded-port", client.server_port_bytes), CRLF)
-        lines += (b"X-Forwarded-Path: ", get(b"x-forwarded-path", self.path.encode("latin-1")), CRLF)
-        prefix = match.matched_path if match.route.get("strip_path") else None
-        if b"x-forwarded-prefix" in believed:
-            lines += (b"X-Forwarded-Prefix: ", believed[b"x-forwarded-prefix"], CRLF)
-        elif prefix and prefix != "/":
-            lines += (b"X-Forwarded-Prefix: ", prefix.encode("latin-1"), CRLF)
-        lines += (b"Via: ", VIA_TOKEN, CRLF)
+            host_header = service.host_header
+        if believed is None and forwarded_for is None:
+            forwarded = client.forwarded_block
+            forwarded_host = self.forwarded_host()
+            forwarded_path = self.path.encode("latin-1")
+        else:
+            get = (believed or {}).get
+            peer = client.peer_bytes
+            forwarded = (
+                b"X-Real-IP: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Port: %s\r\n"
+                % (
+                    get(b"real-ip", peer),
+                    (forwarded_for + b", " + peer) if forwarded_for else peer,
+                    get(b"x-forwarded-proto", client.scheme_bytes),
+                    get(b"x-forwarded-port", client.server_port_bytes),
+                )
+            )
+            forwarded_host = get(b"x-forwarded-host", self.forwarded_host())
+            forwarded_path = get(b"x-forwarded-path", self.path.encode("latin-1"))
+        prefix_line = b""
+        if believed and b"x-forwarded-prefix" in believed:
+            prefix_line = b"X-Forwarded-Prefix: " + believed[b"x-forwarded-prefix"] + b"\r\n"
+        elif match.route["strip_path"]:
+            prefix = match.matched_path
+            if prefix and prefix != "/":
+                prefix_line = b"X-Forwarded-Prefix: " + prefix.encode("latin-1") + b"\r\n"
         if self.upgrade:
             upgrade_value = self._header_lookup("upgrade") or "websocket"
-            lines += (b"Connection: Upgrade\r\nUpgrade: ", upgrade_value.encode("latin-1"), CRLF)
+            connection = b"Connection: Upgrade\r\nUpgrade: " + upgrade_value.encode("latin-1") + b"\r\n"
         else:
-            lines.append(b"Connection: keep-alive\r\n")
+            connection = b"Connection: keep-alive\r\n"
         if body_length is not None:
             if body_length or self.content_length is not None or self.chunked_request:
-                lines += (b"Content-Length: ", str(body_length).encode(), CRLF)
+                framing = b"Content-Length: %d\r\n" % body_length
+            else:
+                framing = b""
         elif self.chunked_request:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
+            framing = b"Transfer-Encoding: chunked\r\n"
         elif self.content_length is not None:
-            lines += (b"Content-Length: ", str(self.content_length).encode(), CRLF)
-        lines.append(CRLF)
-        return b"".join(lines)
+            framing = b"Content-Length: %d\r\n" % self.content_length
+        else:
+            framing = b""
+        return UPSTREAM_HEAD % (
+            self.method,
+            target,
+            b"".join(kept),
+            host_header.encode("latin-1"),
+            forwarded,
+            forwarded_host,
+            forwarded_path,
+            prefix_line,
+            connection,
+            framing,
+        )
+
+    def forwarded_host(self) -> bytes:
+        host = self.host
+        if not host:
+            return b""
+        return (
+            host.rpartition(":")[0].encode("latin-1")
+            if ":" in host and not host.endswith("]")
+            else host.encode("latin-1")
+        )
 
     # =========================================================================================
     # Response side (called by UpstreamConnection)
@@ -534,58 +589,57 @@ class Exchange:
 
     def _send_response_head(self, body_length: int | None, body: bytes = b"", no_body: bool = False) -> None:
         self.response_head_sent = True
-        self.status = self.upstream_status
+        status = self.upstream_status
+        self.status = status
         options = self.runtime.headers
         keep_alive = self.keep_alive and self.client.accepting
-        lines = [responses.status_line(self.upstream_status)]
+        kept: list[bytes] = []
         upstream_length: bytes | None = None
         upstream_chunked = False
         for name, value in self.response_headers:
             lowered = name.lower()
-            if lowered == b"content-length":
-                upstream_length = value
+            if lowered in RESPONSE_OWNED:
+                if lowered == b"content-length":
+                    upstream_length = value
+                elif lowered == b"transfer-encoding":
+                    upstream_chunked = True
                 continue
-            if lowered == b"transfer-encoding":
-                upstream_chunked = True
-                continue
-            if lowered in HOP_BY_HOP:
-                continue
-            lines += (name, b": ", value, CRLF)
+            kept.append(name + b": " + value + b"\r\n")
         if no_body:
-            if upstream_length is not None:
-                lines += (b"Content-Length: ", upstream_length, CRLF)
+            framing = b"Content-Length: " + upstream_length + b"\r\n" if upstream_length is not None else b""
         elif body_length is not None:
-            lines += (b"Content-Length: ", str(body_length).encode(), CRLF)
+            framing = b"Content-Length: %d\r\n" % body_length
         elif upstream_length is not None and not upstream_chunked:
-            lines += (b"Content-Length: ", upstream_length, CRLF)
+            framing = b"Content-Length: " + upstream_length + b"\r\n"
         elif self.http_minor >= 1:
             self.rechunk_response = True
-            lines.append(b"Transfer-Encoding: chunked\r\n")
+            framing = b"Transfer-Encoding: chunked\r\n"
         else:
+            framing = b""
             keep_alive = False  # an HTTP/1.0 client reads to the end of the connection
-        if options.server_tokens:
-            lines += (b"Via: ", VIA_TOKEN, CRLF)
+        ours = VIA_LINE if options.server_tokens else b""
         if options.latency_tokens:
-            now = time.monotonic()
-            upstream_ms = int((self.upstream_first_byte - self.upstream_sent_at) * 1000)
-            proxy_ms = int((self.upstream_sent_at - self.started) * 1000)
-            lines += (b"X-Zonegate-Upstream-Latency: ", str(max(upstream_ms, 0)).encode(), CRLF)
-            lines += (b"X-Zonegate-Proxy-Latency: ", str(max(proxy_ms, 0)).encode(), CRLF)
-            del now
+            ours += LATENCY_LINES % (
+                max(int((self.upstream_first_byte - self.upstream_sent_at) * 1000), 0),
+                max(int((self.upstream_sent_at - self.started) * 1000), 0),
+            )
         if options.request_id:
-            lines += (b"X-Zonegate-Request-Id: ", self.request_id.encode(), CRLF)
+            ours += b"X-Zonegate-Request-Id: " + self.request_id.encode() + b"\r\n"
         if self.hash_cookie is not None:
-            lines += (b"Set-Cookie: ", self.hash_cookie.encode("latin-1"), CRLF)
+            ours += b"Set-Cookie: " + self.hash_cookie.encode("latin-1") + b"\r\n"
         self.keep_alive = keep_alive
-        lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+        head = responses.status_line(status) + b"".join(kept) + framing + ours
+        head += KEEP_ALIVE_END if keep_alive else CLOSE_END
         if body:
-            lines.append(body)
-        elif self.buffered_response:
+            self.client.write_buffered(head + body)
+            return
+        if self.buffered_response:
             chunks = self.buffered_response
             self.buffered_response = []
-            for chunk in chunks:
-                lines.append(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.rechunk_response else chunk)
-        self.client.write_buffered(b"".join(lines))
+            if self.rechunk_response:
+                chunks = [b"%x\r\n%b\r\n" % (len(chunk), chunk) for chunk in chunks]
+            head += b"".join(chunks)
+        self.client.write_buffered(head)
 
     # -- WebSocket and other upgrades ------------------------------------------------------------
 

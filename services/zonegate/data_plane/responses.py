@@ -41,8 +41,14 @@ def reason(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown")
 
 
+_STATUS_LINES: Final[dict[int, bytes]] = {
+    code: b"HTTP/1.1 %d %s\r\n" % (code, text) for code, text in _REASONS.items()
+}
+
+
 def status_line(status: int) -> bytes:
-    return b"HTTP/1.1 %d %s\r\n" % (status, reason(status))
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d %s\r\n" % (status, reason(status))
 
 
 def error_response(

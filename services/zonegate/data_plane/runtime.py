@@ -59,6 +59,7 @@ class ServicePlan:
     upstream_name: str | None  # set when ``host`` names an upstream: the balancer picks targets
     tls: UpstreamTls | None
     default_port: bool  # Kong leaves ``:port`` out of the Host header on the scheme's default port
+    host_header: str  # the Host sent upstream when the service is not an upstream name
 
     @property
     def tls_context(self) -> ssl.SSLContext | None:
@@ -114,6 +115,9 @@ def plan_services(config: Config, balancers: Balancers) -> dict[str, ServicePlan
             upstream_name=upstream_name,
             tls=tls,
             default_port=DEFAULT_PORTS.get(scheme) == service["port"],
+            host_header=service["host"]
+            if DEFAULT_PORTS.get(scheme) == service["port"]
+            else f"{service['host']}:{service['port']}",
         )
     return plans
 
