@@ -144,6 +144,7 @@ def test_defaults_when_nothing_is_set() -> None:
     assert s.upstream_keepalive_pool_size == 512
     assert s.upstream_keepalive_max_requests == 10000
     assert s.upstream_keepalive_idle_timeout == 60.0
+    assert (s.client_header_timeout, s.client_body_timeout, s.keepalive_timeout) == (60.0, 60.0, 60.0)
     assert (s.pg_host, s.pg_port, s.pg_user, s.pg_password) == ("127.0.0.1", 5432, "zonegate", None)
     assert (s.pg_database, s.pg_ssl, s.pg_timeout, s.pg_dsn) == ("zonegate", False, 5000, None)
     assert s.cluster_mtls == "shared"

@@ -707,6 +707,27 @@ SETTING_SPECS: Final[tuple[SettingSpec, ...]] = (
         "60",
         "Seconds an idle upstream connection is kept.",
     ),
+    _spec(
+        "client_header_timeout",
+        seconds(positive=True),
+        "60",
+        "Seconds a client may take to send a request head; then 408 and close.",
+        kong="nginx_http_client_header_timeout",
+    ),
+    _spec(
+        "client_body_timeout",
+        seconds(positive=True),
+        "60",
+        "Seconds a client may stay silent while sending a request body; then 408 and close.",
+        kong="nginx_http_client_body_timeout",
+    ),
+    _spec(
+        "keepalive_timeout",
+        seconds(positive=True),
+        "60",
+        "Seconds an idle keep-alive client connection is kept open.",
+        kong="nginx_http_keepalive_timeout",
+    ),
     # ---- PostgreSQL ----
     _spec("pg_host", string(), "127.0.0.1", "PostgreSQL host (or a Unix socket directory)."),
     _spec("pg_port", integer(1, 65535), "5432", "PostgreSQL port."),
@@ -834,6 +855,9 @@ class Settings:
     upstream_keepalive_pool_size: int
     upstream_keepalive_max_requests: int
     upstream_keepalive_idle_timeout: float
+    client_header_timeout: float
+    client_body_timeout: float
+    keepalive_timeout: float
 
     pg_host: str
     pg_port: int

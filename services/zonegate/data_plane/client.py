@@ -18,6 +18,7 @@ import structlog
 
 from zonegate.data_plane import responses
 from zonegate.data_plane.exchange import Exchange
+from zonegate.data_plane.upstream import STANDARD_CONNECTION_TOKENS
 
 if TYPE_CHECKING:
     from zonegate.data_plane.server import ProxyServer
@@ -29,7 +30,6 @@ _CONTENT_LENGTH: Final = b"content-length"
 _TRANSFER_ENCODING: Final = b"transfer-encoding"
 _EXPECT: Final = b"expect"
 _CONNECTION: Final = b"connection"
-_STANDARD_CONNECTION_TOKENS: Final = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 # Back-pressure should keep a client's unsent bytes near the transport's high-water mark; if they
 # ever grow past this, something missed a pause: pause the upstream again and say so.
 WRITE_BUFFER_CAP: Final = 8 * 1024 * 1024
@@ -56,6 +56,7 @@ class ClientConnection(asyncio.Protocol):
         "pool",
         "queue",
         "reading_paused",
+        "rejected",
         "scheme",
         "scheme_bytes",
         "server",
@@ -83,6 +84,7 @@ class ClientConnection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.batching = False
         self.reading_paused = False
+        self.rejected = False
         self.writing_paused = False
         self.closed = False
         self.accepting = True
@@ -132,6 +134,8 @@ class ClientConnection(asyncio.Protocol):
             # Bytes after an upgrade request, before the upstream agreed: raw, not HTTP; hold them.
             self.upgrade_data += data
             return
+        if self.rejected:
+            return  # after a malformed request nothing more is parsed; the connection closes
         self.batching = True
         try:
             self.parser.feed_data(data)
@@ -150,10 +154,15 @@ class ClientConnection(asyncio.Protocol):
             self.flush()
 
     def eof_received(self) -> bool | None:
-        # The client half-closed: finish what is in flight (keep the transport open), then close.
-        if not self.queue and self.parsing is None:
-            return None
+        # The client half-closed: a request still being read can never complete, so drop it;
+        # answer what is complete (keep the transport open for that), then close.
         self.accepting = False
+        partial = self.parsing
+        self.parsing = None
+        if partial is not None:
+            partial.client_lost()
+        if not self.queue:
+            return None
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -211,7 +220,7 @@ class ClientConnection(asyncio.Protocol):
         elif length == 6 and name.lower() == _EXPECT:
             exchange.expect_continue = value.lower() == b"100-continue"
         elif length == 10 and name.lower() == _CONNECTION:
-            tokens = frozenset(t.strip() for t in value.lower().split(b",")) - _STANDARD_CONNECTION_TOKENS
+            tokens = frozenset(t.strip() for t in value.lower().split(b",")) - STANDARD_CONNECTION_TOKENS
             if tokens:
                 exchange.connection_tokens = (exchange.connection_tokens or frozenset()) | tokens
 
@@ -335,30 +344,43 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
     def _reject(self, status: int, message: str) -> None:
-        """A request we cannot parse: answer if no response is under way, and close."""
+        """A request we cannot parse: answer it in its turn (after the complete ones before it), then close.
+
+        As nginx does, requests pipelined before the bad one still get their answers.
+        """
         exchange = self.parsing
         self.parsing = None
-        if exchange is not None and not exchange.response_head_sent:
-            if exchange not in self.queue and not self.queue:
-                self.queue.append(exchange)
-            if self.queue and self.queue[0] is exchange:
-                # Nothing answered yet for this request (it may be waiting on its body): answer it.
-                exchange.keep_alive = False
-                exchange.respond_error(status, message, close=True)
-        self.close()
+        # Not ``accepting = False``: the complete requests before this one keep their keep-alive
+        # answers; this one answers with Connection: close, and nothing after it is parsed.
+        self.rejected = True
+        self.pause_reading()
+        if exchange is None:
+            exchange = Exchange(self, self.server.runtime, self.server.next_request_id())
+        elif exchange.response_head_sent:
+            self.close()
+            return
+        exchange.keep_alive = False
+        exchange.pending_error = (status, message)
+        if exchange not in self.queue:
+            self.queue.append(exchange)
+        if self.queue[0] is exchange:
+            exchange.respond_error(status, message, close=True)
 
     # -- idle and slow clients ----------------------------------------------------------------------
 
     def check_idle(self, now: float) -> None:
         """Called about once a second by the server: close idle keep-alive and too-slow clients."""
-        if self.closed or self.tunnel is not None or self.queue:
+        if self.closed or self.tunnel is not None:
             return
         limits = self.server.runtime.limits
         idle = now - self.last_activity
-        if self.parsing is not None:
-            if idle > limits.header_timeout:
+        parsing = self.parsing
+        if parsing is not None:
+            # A head still arriving, or a body that stopped arriving (nginx's two client timeouts).
+            in_body = parsing in self.queue
+            if idle > (limits.body_timeout if in_body else limits.header_timeout):
                 self._reject(408, responses.REQUEST_TIMEOUT)
-        elif idle > limits.keepalive_timeout or not self.accepting:
+        elif not self.queue and (idle > limits.keepalive_timeout or not self.accepting):
             self.close()
 
     def stop_accepting(self) -> None:

@@ -82,6 +82,7 @@ LATENCY_LINES: Final = b"X-Zonegate-Upstream-Latency: %d\r\nX-Zonegate-Proxy-Lat
 KEEP_ALIVE_END: Final = b"Connection: keep-alive\r\n\r\n"
 CLOSE_END: Final = b"Connection: close\r\n\r\n"
 NO_BODY_STATUSES: Final = frozenset({204, 304})
+NON_IDEMPOTENT: Final = frozenset({b"POST", b"PATCH", b"LOCK"})
 CRLF: Final = b"\r\n"
 LAST_CHUNK: Final = b"0\r\n\r\n"
 
@@ -116,10 +117,12 @@ class Exchange:
         "match",
         "method",
         "path",
+        "pending_error",
         "query",
         "rechunk_response",
         "request_complete",
         "request_id",
+        "response_connection_tokens",
         "response_head_sent",
         "response_headers",
         "runtime",
@@ -155,6 +158,8 @@ class Exchange:
         self.content_length: int | None = None
         self.chunked_request = False
         self.connection_tokens: frozenset[bytes] | None = None
+        self.response_connection_tokens: frozenset[bytes] | None = None
+        self.pending_error: tuple[int, str] | None = None
         self.expect_continue = False
         self.upgrade = False
         self.match: Match | None = None
@@ -194,6 +199,9 @@ class Exchange:
 
     def start(self) -> None:
         """Headers are in: route, then open the upstream leg (or answer ourselves)."""
+        if self.pending_error is not None:
+            self.respond_error(*self.pending_error, close=True)
+            return
         client = self.client
         runtime = self.runtime
         try:
@@ -527,17 +535,30 @@ class Exchange:
         if status == 101 and self.upgrade:
             self._start_tunnel()
             return
-        if self.method == b"HEAD" or status in NO_BODY_STATUSES:
-            # httptools cannot know the request was HEAD: finish here and give the connection
-            # a fresh parser, so a Content-Length on a HEAD answer does not swallow the next one.
+        if self.method == b"HEAD":
+            # httptools cannot know the request was HEAD and would wait for a body: end here, give
+            # the connection a fresh parser, detach it so the old parser's callbacks reach nobody,
+            # and release it on the next loop turn, never from inside its own parser callback.
             self._send_response_head(body_length=None, no_body=True)
             upstream = self.upstream
             if upstream is not None:
                 upstream.parser = httptools.HttpResponseParser(upstream)
-            self.upstream_message_complete(keep_alive)
+                upstream.exchange = None
+            self.client.loop.call_soon(self._head_done, upstream, keep_alive)
             return
+        if status in NO_BODY_STATUSES:
+            self._send_response_head(body_length=None, no_body=True)
+            return  # httptools ends 204 and 304 messages itself
         if not self.buffering_response:
             self._send_response_head(body_length=None)
+
+    def _head_done(self, upstream: UpstreamConnection | None, keep_alive: bool) -> None:
+        if self.done:
+            if upstream is not None:
+                upstream.close()
+            return
+        self.upstream = upstream
+        self.upstream_message_complete(keep_alive)
 
     def upstream_body(self, chunk: bytes) -> None:
         if self.done:
@@ -596,6 +617,7 @@ class Exchange:
         kept: list[bytes] = []
         upstream_length: bytes | None = None
         upstream_chunked = False
+        dropped = self.response_connection_tokens
         for name, value in self.response_headers:
             lowered = name.lower()
             if lowered in RESPONSE_OWNED:
@@ -604,6 +626,8 @@ class Exchange:
                 elif lowered == b"transfer-encoding":
                     upstream_chunked = True
                 continue
+            if dropped is not None and lowered in dropped:
+                continue  # named in the upstream's Connection header: hop-by-hop on that side
             kept.append(name + b": " + value + b"\r\n")
         if no_body:
             framing = b"Content-Length: " + upstream_length + b"\r\n" if upstream_length is not None else b""
@@ -686,7 +710,14 @@ class Exchange:
             self.head_sent_upstream = False
             self.attempts += 1
             service = self.service
-            if service is not None and self.attempts <= service.retries and self.request_complete:
+            # Like nginx (and so Kong), a request that may have had effects is not sent twice.
+            replayable = self.method not in NON_IDEMPOTENT
+            if (
+                service is not None
+                and self.attempts <= service.retries
+                and self.request_complete
+                and replayable
+            ):
                 self._restore_request_for_retry()
                 self.open_upstream()
                 return

@@ -28,6 +28,7 @@ from zonegate.data_plane.lmdb_cache import ConfigCache
 from zonegate.data_plane.proxy_host import InProcessProxy, ProxyHost, WorkerPool
 from zonegate.data_plane.status_api import build_app, start_status_api
 from zonegate.data_plane.tls import ensure_default_certificate
+from zonegate.node_identity import load_node_id
 from zonegate.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -114,7 +115,11 @@ class DbLessNode:
         try:
             try:
                 await host.start(config)
-                app = build_app(lambda: self.host, lambda: not self.config.is_empty())
+                app = build_app(
+                    lambda: self.host,
+                    lambda: not self.config.is_empty(),
+                    node_id=load_node_id(settings.prefix),
+                )
                 if settings.status_listen:
                     status_runner = await start_status_api(app, settings.status_listen)
             except OSError as exc:

@@ -73,6 +73,9 @@ def runtime_options(settings: Settings) -> tuple[HeaderOptions, Limits]:
         max_header_bytes=settings.max_request_header_size,
         max_headers=settings.max_request_headers,
         max_body_bytes=settings.client_max_body_size,
+        keepalive_timeout=settings.keepalive_timeout,
+        header_timeout=settings.client_header_timeout,
+        body_timeout=settings.client_body_timeout,
     )
     return HeaderOptions.from_tokens(settings.headers), limits
 

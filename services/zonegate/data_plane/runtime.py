@@ -74,6 +74,7 @@ class Limits:
     buffer_bytes: int = 1024 * 1024  # request/response buffering keeps at most this much in memory
     keepalive_timeout: float = 60.0
     header_timeout: float = 60.0
+    body_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+# Connection header values that are not names of other headers.
+STANDARD_CONNECTION_TOKENS: Final = frozenset({b"close", b"keep-alive", b"upgrade", b""})
+
 PoolKey = tuple[str, int, int, str | None]  # host, port, id of the TLS context (0 = plain), server name
 
 SWEEP_INTERVAL: Final = 5.0
@@ -111,8 +114,15 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.response_headers.append((name, value))
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.response_headers.append((name, value))
+            if len(name) == 10 and name.lower() == b"connection":
+                tokens = frozenset(t.strip() for t in value.lower().split(b",")) - STANDARD_CONNECTION_TOKENS
+                if tokens:
+                    exchange.response_connection_tokens = (
+                        exchange.response_connection_tokens or frozenset()
+                    ) | tokens
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
