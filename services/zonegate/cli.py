@@ -10,8 +10,10 @@ import asyncio
 import json
 import os
 import sys
+import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -33,6 +35,8 @@ app = typer.Typer(
 config_app = typer.Typer(help="Declarative configuration files (Kong's format).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(migrations_app, name="migrations")
+
+T = TypeVar("T")
 
 
 class CliError(Exception):
@@ -126,6 +130,101 @@ def settings_or_fail(conf: Path | None) -> Settings:
         fail(str(exc))
 
 
+def _database_settings(conf: Path | None, verbose: bool) -> Settings:
+    import dataclasses
+
+    from zonegate.logs import configure_logging
+
+    settings = settings_or_fail(conf)
+    if settings.database != "postgres":
+        fail(f"this command needs database = postgres (database is {settings.database})")
+    # stdout may carry the exported file; logs go to stderr, quiet unless asked for.
+    configure_logging(settings if verbose else dataclasses.replace(settings, log_level="warn"))
+    return settings
+
+
+def _run_on_database(action: Coroutine[Any, Any, T]) -> T:
+    from zonegate.control_plane.errors import StoreError
+
+    try:
+        return asyncio.run(action)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log each step to stderr.")]
+
+
+@config_app.command("db-import")
+def config_db_import(file: FileArg, conf: ConfOption = None, verbose: VerboseOption = False) -> None:
+    """Validate FILE completely, then make it the whole database content in one transaction.
+
+    Nothing is written when any entity is invalid: every error is printed with its path in the file.
+    """
+    from zonegate.control_plane.transfer import import_config, unstorable_in
+
+    settings = _database_settings(conf, verbose)
+    started = time.monotonic()
+    try:
+        config = read_config_file(file)
+    except DeclarativeConfigError as exc:
+        lines = exc.lines()
+        typer.echo(
+            f"error: {file}: {len(lines)} error{'s' if len(lines) != 1 else ''}; nothing imported", err=True
+        )
+        for line in lines:
+            typer.echo(f"  {line}", err=True)
+        raise typer.Exit(1) from None
+    problem = unstorable_in(config)
+    if problem is not None:
+        fail(f"{file}: {problem}; nothing imported")
+    counts = {kind: n for kind, n in config.counts().items() if n}
+    total = sum(counts.values())
+    typer.echo(f"validated {total} entities in {time.monotonic() - started:.2f} s")
+    version = _run_on_database(import_config(settings, config))
+    width = max((len(k) for k in counts), default=0)
+    for kind, count in counts.items():
+        typer.echo(f"  {kind:<{width}}  {count}")
+    typer.echo(f"imported {total} entities in {time.monotonic() - started:.2f} s (config version {version})")
+
+
+@config_app.command("db-export")
+def config_db_export(
+    file: Annotated[
+        str, typer.Argument(help="Where to write the declarative YAML; - for stdout.", show_default=False)
+    ],
+    conf: ConfOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Write the database's whole config as a declarative file (flat, Kong's format, no timestamps)."""
+    from zonegate.control_plane.transfer import export_config
+
+    settings = _database_settings(conf, verbose)
+    exported = _run_on_database(export_config(settings))
+    summary = (
+        f"exported {exported.entities} entities (config version {exported.version}, "
+        f"config_hash {exported.config_hash})"
+    )
+    if file == "-":
+        sys.stdout.write(exported.text)
+        typer.echo(summary, err=True)
+        return
+    target = Path(file)
+    temporary = target.with_name(f".{target.name}.tmp")
+    try:
+        temporary.write_text(exported.text, encoding="utf-8")
+        temporary.replace(target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        fail(f"{target}: cannot write: {exc.strerror or exc}")
+    typer.echo(f"{summary} to {target}")
+
+
+# Kong spells them ``kong config db_import`` and ``db_export``: those hands keep working.
+config_app.command("db_import", hidden=True)(config_db_import)
+config_app.command("db_export", hidden=True)(config_db_export)
+
+
 @app.command()
 def up(
     conf: ConfOption = None,
@@ -154,15 +253,25 @@ def start(conf: ConfOption = None) -> None:
     """Start a node in the role the settings give (ZONEGATE_ROLE), until SIGTERM or SIGINT."""
     import uvloop
 
-    from zonegate.data_plane.node import DbLessNode, StartError
+    from zonegate.data_plane.node import DbLessNode
     from zonegate.logs import configure_logging
+    from zonegate.process_control import StartError
 
     settings = settings_or_fail(conf)
     configure_logging(settings)
     if conf is not None:
         os.environ["ZONEGATE_CONF"] = str(conf.resolve())  # worker processes read the same file
     if settings.database != "off":
-        fail(f"role {settings.role} with database={settings.database} is not available yet; use database=off")
+        # A control plane (or a traditional node, Admin API only until its proxy half exists).
+        from zonegate.control_plane.node import ControlPlaneNode
+
+        control_plane = ControlPlaneNode(settings)
+        try:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(control_plane.run())
+        except StartError as exc:
+            fail(exc.lines[0] if exc.lines else "start-up failed")
+        return
     node = DbLessNode(settings)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -192,7 +301,7 @@ def worker() -> None:
 def _signal_node(conf: Path | None, signum: int, verb: str) -> None:
     import signal
 
-    from zonegate.data_plane.node import StartError, signal_running_node
+    from zonegate.process_control import StartError, signal_running_node
 
     settings = settings_or_fail(conf)
     try:

@@ -29,20 +29,12 @@ from zonegate.data_plane.proxy_host import InProcessProxy, ProxyHost, WorkerPool
 from zonegate.data_plane.status_api import build_app, start_status_api
 from zonegate.data_plane.tls import ensure_default_certificate
 from zonegate.node_identity import load_node_id
+from zonegate.process_control import PID_FILE, StartError
 from zonegate.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 GRACE_SECONDS: Final = 10.0
-PID_FILE: Final = "zonegate.pid"
-
-
-class StartError(Exception):
-    """Start-up cannot go on; ``lines`` are printed as they are (every config error located)."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__(lines[0] if lines else "start-up failed")
-        self.lines = lines
 
 
 def read_declarative(path: Path) -> Config:
@@ -182,17 +174,3 @@ class DbLessNode:
             return
         self.config = config
         log.info("config.reloaded", config_hash=host.config_hash)
-
-
-def signal_running_node(prefix: Path, signum: signal.Signals) -> int:
-    """``zonegate stop`` / ``reload``: signal the node whose pid is in the prefix; returns the pid."""
-    pid_path = prefix / PID_FILE
-    try:
-        pid = int(pid_path.read_text().strip())
-    except (OSError, ValueError):
-        raise StartError([f"no running Zonegate node in {prefix} (no readable {pid_path})"]) from None
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        raise StartError([f"no process {pid} (stale {pid_path})"]) from None
-    return pid

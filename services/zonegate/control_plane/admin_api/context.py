@@ -1,0 +1,37 @@
+"""What every Admin API handler works with, built once by ``app.build_app`` and read from the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from aiohttp import web
+
+from zonegate.control_plane.store import Store
+from zonegate.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCache:
+    """The config hash of one config version: /status recomputes it only after a write."""
+
+    version: int
+    config_hash: str
+
+
+@dataclass(slots=True)
+class AdminContext:
+    store: Store
+    settings: Settings
+    enabled_plugins: tuple[str, ...]
+    node_id: str
+    hostname: str
+    status_cache: StatusCache | None = field(default=None)
+    total_requests: int = 0
+
+
+ADMIN: Final = web.AppKey("zonegate_admin", AdminContext)
+
+
+def context(request: web.Request) -> AdminContext:
+    return request.app[ADMIN]
