@@ -130,7 +130,8 @@ def settings_or_fail(conf: Path | None) -> Settings:
         fail(str(exc))
 
 
-def _database_settings(conf: Path | None, verbose: bool) -> Settings:
+def database_settings(conf: Path | None, verbose: bool) -> Settings:
+    """Settings for a command that works on the database; logs to stderr, quiet unless verbose."""
     import dataclasses
 
     from zonegate.logs import configure_logging
@@ -163,7 +164,7 @@ def config_db_import(file: FileArg, conf: ConfOption = None, verbose: VerboseOpt
     """
     from zonegate.control_plane.transfer import import_config, unstorable_in
 
-    settings = _database_settings(conf, verbose)
+    settings = database_settings(conf, verbose)
     started = time.monotonic()
     try:
         config = read_config_file(file)
@@ -199,7 +200,7 @@ def config_db_export(
     """Write the database's whole config as a declarative file (flat, Kong's format, no timestamps)."""
     from zonegate.control_plane.transfer import export_config
 
-    settings = _database_settings(conf, verbose)
+    settings = database_settings(conf, verbose)
     exported = _run_on_database(export_config(settings))
     summary = (
         f"exported {exported.entities} entities (config version {exported.version}, "

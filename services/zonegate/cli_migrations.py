@@ -12,7 +12,6 @@ Every failure (unreachable database, already bootstrapped, another node holding 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -63,15 +62,9 @@ def _fail(message: str) -> NoReturn:
 
 
 def _settings(conf: Path | None, verbose: bool) -> Settings:
-    from zonegate.cli import settings_or_fail
-    from zonegate.logs import configure_logging
+    from zonegate.cli import database_settings
 
-    settings = settings_or_fail(conf)
-    if settings.database != "postgres":
-        _fail(f"migrations need database = postgres (database is {settings.database})")
-    # stdout carries the command's output (status prints JSON); logs go to stderr, quiet by default.
-    configure_logging(settings if verbose else dataclasses.replace(settings, log_level="warn"))
-    return settings
+    return database_settings(conf, verbose)
 
 
 def _run(settings: Settings, db_timeout: float, action: Callable[[postgres.Connection], Awaitable[T]]) -> T:
