@@ -161,13 +161,16 @@ class DbLessNode:
         host = self.host
         if host is None:
             return
+        # Parsing, validating and caching a large config takes long: do it in a thread, so the
+        # proxy keeps answering in between (the GIL is handed back every few milliseconds)
+        # instead of stalling every request for the whole reload.
         try:
-            config = self.read_config()
+            config = await asyncio.to_thread(self.read_config)
         except StartError as exc:
             log.error("config.reload_rejected", reason=exc.lines[0], errors=exc.lines[1:])
             return
         try:
-            self._write_cache(config)
+            await asyncio.to_thread(self._write_cache, config)
             await host.apply(config)
         except Exception as exc:  # a config that validates but cannot be applied must not kill the node
             log.exception("config.reload_failed", error=str(exc))

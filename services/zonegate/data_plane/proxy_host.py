@@ -121,7 +121,9 @@ class InProcessProxy:
     async def apply(self, config: Config) -> None:
         server = self.server
         assert server is not None
-        runtime = build_runtime(config, previous=server.runtime)
+        # Compiling the router for a large config is long: in a thread, off the event loop
+        # (build_runtime is pure; the swap below is one assignment on the loop).
+        runtime = await asyncio.to_thread(build_runtime, config, server.runtime)
         # Resolve new target names and start their probes before any request can pick them.
         await self.health.update(runtime.balancers)
         server.set_runtime(runtime)

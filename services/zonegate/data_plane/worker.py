@@ -63,7 +63,7 @@ async def run_worker(settings: Settings) -> None:
             if op == "hello":
                 await reply({"ok": True, "config_hash": proxy.config_hash})
             elif op == "reload":
-                cached = cache.read()
+                cached = await asyncio.to_thread(cache.read)
                 try:
                     if cached is not None:
                         await proxy.apply(cached.config)
