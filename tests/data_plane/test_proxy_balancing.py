@@ -167,3 +167,58 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+def test_a_retried_request_keeps_its_body(zonegate_node_factory: Any, echo_upstream_factory: Any) -> None:
+    """A target that takes the request and closes without answering: the retry carries the same body."""
+    import contextlib
+    import socket
+
+    good = echo_upstream_factory("good")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    bad_port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def swallow() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)  # read the request, then hang up without a word
+
+    thread = threading.Thread(target=swallow, daemon=True)
+    thread.start()
+    try:
+        config = {
+            "_format_version": "3.0",
+            "upstreams": [
+                {
+                    "name": "backend.internal",
+                    "targets": [{"target": f"127.0.0.1:{good.port}"}, {"target": f"127.0.0.1:{bad_port}"}],
+                }
+            ],
+            "services": [
+                {"name": "svc", "host": "backend.internal", "retries": 3, "routes": [{"paths": ["/"]}]}
+            ],
+        }
+        node = zonegate_node_factory(config)
+        for index in range(6):
+            conn = http.client.HTTPConnection("127.0.0.1", node.proxy_port, timeout=10)
+            try:
+                conn.request("PUT", f"/item/{index}", body=f"payload-{index}".encode())
+                response = conn.getresponse()
+                document = json.loads(response.read())
+            finally:
+                conn.close()
+            assert response.status == 200
+            assert document["upstream"] == "good"
+            assert document["body"] == f"payload-{index}"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()

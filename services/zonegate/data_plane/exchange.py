@@ -120,6 +120,7 @@ class Exchange:
         "pending_error",
         "query",
         "rechunk_response",
+        "replay_body",
         "request_complete",
         "request_id",
         "response_connection_tokens",
@@ -181,6 +182,7 @@ class Exchange:
         self.buffering_response = False
         self.buffered_response: list[bytes] = []
         self.rechunk_response = False
+        self.replay_body: bytes | None = None
         self.response_head_sent = False
         self.upstream_status = 0
         self.upstream_keep_alive = False
@@ -394,6 +396,8 @@ class Exchange:
         body = b"".join(self.buffered_request) if self.buffered_request else b""
         self.buffered_request = []
         whole_body = self.request_complete
+        # Kept for a retry on another connection; a streamed body cannot be sent again.
+        self.replay_body = body if whole_body else None
         head = self._upstream_head(len(body) if whole_body else None)
         if whole_body:
             connection.write(head + body)
@@ -711,13 +715,8 @@ class Exchange:
             self.attempts += 1
             service = self.service
             # Like nginx (and so Kong), a request that may have had effects is not sent twice.
-            replayable = self.method not in NON_IDEMPOTENT
-            if (
-                service is not None
-                and self.attempts <= service.retries
-                and self.request_complete
-                and replayable
-            ):
+            replayable = self.method not in NON_IDEMPOTENT and self.replay_body is not None
+            if service is not None and self.attempts <= service.retries and replayable:
                 self._restore_request_for_retry()
                 self.open_upstream()
                 return
@@ -739,8 +738,10 @@ class Exchange:
         )
 
     def _restore_request_for_retry(self) -> None:
-        # Only complete, buffered requests are retried after the head left; keep what we had.
+        # Only requests sent whole are retried after the head left: put their body back.
         self.response_headers = []
+        if self.replay_body:
+            self.buffered_request = [self.replay_body]
 
     def upstream_failed(self, reason: str) -> None:
         if self.done:
