@@ -138,15 +138,6 @@ def at_least_one_of(*names: str) -> EntityCheck:
     return EntityCheck(names, fn, runs_with_invalid=())
 
 
-def only_one_of(*names: str) -> EntityCheck:
-    def fn(entity: Entity) -> dict[str, Any]:
-        if sum(1 for n in names if not is_empty(entity.get(n))) <= 1:
-            return {}
-        return {ENTITY_KEY: [f"only one of these fields must be non-empty: {_quoted(names)}"]}
-
-    return EntityCheck(names, fn)
-
-
 def all_or_none_of(*names: str) -> EntityCheck:
     def fn(entity: Entity) -> dict[str, Any]:
         present = [not is_empty(entity.get(n)) for n in names]
@@ -218,10 +209,6 @@ def must_be_one_of(*options: Any) -> Callable[[Any], str | None]:
 
 def equals(expected: Any) -> Callable[[Any], bool]:
     return lambda value: value == expected
-
-
-def not_equals(expected: Any) -> Callable[[Any], bool]:
-    return lambda value: value != expected
 
 
 def in_set(*options: Any) -> Callable[[Any], bool]:

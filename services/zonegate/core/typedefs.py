@@ -11,9 +11,6 @@ from zonegate.core.fields import Field
 from zonegate.core.net import HostError, is_ip, is_ip_or_cidr, parse_host_port
 from zonegate.core.x509 import certificate_error, private_key_error
 
-HTTP_PROTOCOLS: Final = ("http", "https")
-STREAM_PROTOCOLS: Final = ("tcp", "tls", "tls_passthrough", "udp")
-GRPC_PROTOCOLS: Final = ("grpc", "grpcs")
 # Kong OSS's protocols (ws and wss are Enterprise-only; WebSocket upgrades ride on http routes).
 PROTOCOLS: Final = ("grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp")
 
@@ -226,8 +223,3 @@ destinations: Final = f.set_of(endpoint, description="Destination IPs and ports 
 
 def set_of_protocols(options: tuple[str, ...], default: list[str]) -> Field:
     return f.set_of(f.string(f.one_of(*options)), required=True, default=default, len_min=1)
-
-
-def none_of(value: Any) -> bool:
-    """Kong's notion of empty: null, empty string, empty list or map."""
-    return value is None or value == "" or value == [] or value == {}

@@ -277,9 +277,6 @@ class ClientConnection(asyncio.Protocol):
         if not self.batching:
             self.flush()
 
-    def write_buffered(self, data: bytes) -> None:
-        self.write(data)
-
     def flush(self) -> None:
         self.batching = False
         if not self.out:

@@ -575,7 +575,7 @@ class Exchange:
                 self.buffering_response = False
                 self._send_response_head(body_length=None)
             return
-        self.client.write_buffered(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.rechunk_response else chunk)
+        self.client.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.rechunk_response else chunk)
 
     def upstream_message_complete(self, keep_alive: bool) -> None:
         if self.done or self.upstream_done or self.status == 101:
@@ -586,7 +586,7 @@ class Exchange:
             self.buffered_response = []
             self._send_response_head(body_length=len(body), body=body)
         elif self.rechunk_response:
-            self.client.write_buffered(LAST_CHUNK)
+            self.client.write(LAST_CHUNK)
         upstream = self.upstream
         self.upstream = None
         self._release_target(None)
@@ -659,7 +659,7 @@ class Exchange:
         head = responses.status_line(status) + b"".join(kept) + framing + ours
         head += KEEP_ALIVE_END if keep_alive else CLOSE_END
         if body:
-            self.client.write_buffered(head + body)
+            self.client.write(head + body)
             return
         if self.buffered_response:
             chunks = self.buffered_response
@@ -667,7 +667,7 @@ class Exchange:
             if self.rechunk_response:
                 chunks = [b"%x\r\n%b\r\n" % (len(chunk), chunk) for chunk in chunks]
             head += b"".join(chunks)
-        self.client.write_buffered(head)
+        self.client.write(head)
 
     # -- WebSocket and other upgrades ------------------------------------------------------------
 
@@ -784,7 +784,7 @@ class Exchange:
         # The rest of an unread request body would be taken for the next request: close instead.
         keep_alive = self.keep_alive and self.request_complete and not close and self.client.accepting
         self.keep_alive = keep_alive
-        self.client.write_buffered(
+        self.client.write(
             responses.error_response(
                 status, message, self.request_id, keep_alive=keep_alive, head_only=self.method == b"HEAD"
             )
@@ -801,7 +801,7 @@ class Exchange:
         self.status = status
         keep_alive = self.keep_alive and self.request_complete
         self.keep_alive = keep_alive
-        self.client.write_buffered(
+        self.client.write(
             responses.error_response(
                 status,
                 responses.reason(status).decode(),

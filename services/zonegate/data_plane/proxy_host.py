@@ -267,9 +267,6 @@ class WorkerPool:
             return reply.get("health")
         return None
 
-    def pids(self) -> list[int]:
-        return [w.process.pid for w in self.workers if w.process is not None]
-
     async def drain(self, grace: float) -> None:
         self._draining = True
         for task in self._supervisors:

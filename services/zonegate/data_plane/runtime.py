@@ -13,7 +13,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from zonegate.core.canonical import ConfigHash, config_hash
 from zonegate.core.config import Config
@@ -58,8 +58,9 @@ class ServicePlan:
     read_timeout: float
     upstream_name: str | None  # set when ``host`` names an upstream: the balancer picks targets
     tls: UpstreamTls | None
-    default_port: bool  # Kong leaves ``:port`` out of the Host header on the scheme's default port
-    host_header: str  # the Host sent upstream when the service is not an upstream name
+    # The Host sent upstream when the service is not an upstream name; Kong leaves ``:port``
+    # out on the scheme's default port.
+    host_header: str
 
     @property
     def tls_context(self) -> ssl.SSLContext | None:
@@ -115,7 +116,6 @@ def plan_services(config: Config, balancers: Balancers) -> dict[str, ServicePlan
             read_timeout=service["read_timeout"] / 1000,
             upstream_name=upstream_name,
             tls=tls,
-            default_port=DEFAULT_PORTS.get(scheme) == service["port"],
             host_header=service["host"]
             if DEFAULT_PORTS.get(scheme) == service["port"]
             else f"{service['host']}:{service['port']}",
@@ -151,7 +151,3 @@ def build_runtime(
         headers=headers or (previous.headers if previous else HeaderOptions()),
         limits=limits or (previous.limits if previous else Limits()),
     )
-
-
-def describe(runtime: Runtime) -> dict[str, Any]:
-    return {"config_hash": runtime.config_hash, **{k: v for k, v in runtime.config.counts().items() if v}}

@@ -151,13 +151,6 @@ class ProxyServer:
                 exchange.check_timeout(now)
         self._timeout_timer = self.loop.call_later(TIMEOUT_CHECK_INTERVAL, self._check_timeouts)
 
-    def bound_ports(self) -> list[int]:
-        ports = []
-        for server in self.listeners:
-            for sock in getattr(server, "sockets", ()):
-                ports.append(sock.getsockname()[1])
-        return ports
-
     # -- connection bookkeeping ------------------------------------------------------------------------
 
     def connection_opened(self, connection: ClientConnection) -> None:

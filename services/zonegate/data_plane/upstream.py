@@ -261,6 +261,3 @@ class UpstreamPool:
         for connection in list(self.active):
             connection.abort()
         self.active.clear()
-
-    def idle_count(self) -> int:
-        return sum(len(q) for q in self.idle.values())
