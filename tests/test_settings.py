@@ -153,7 +153,7 @@ def test_defaults_when_nothing_is_set() -> None:
     assert s.cluster_data_plane_purge_delay == 1209600
     assert s.cluster_nats_url == ("tls://127.0.0.1:4222",)
     assert (s.cluster_name, s.cluster_js_domain, s.cluster_snapshot_history) == ("default", None, 10)
-    assert s.cluster_cache_encryption is False
+    assert s.data_plane_cache_encryption is False
     assert s.lmdb_environment_path == Path("dbless.lmdb")
     assert s.lmdb_map_size == 2048 * 1024 * 1024
     assert s.db_update_frequency == 5.0

@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 
 from zonegate import __version__
+from zonegate.cli_hybrid import hybrid_app, nats_app
 from zonegate.cli_migrations import migrations_app
 from zonegate.core import canonical, declarative
 from zonegate.core.config import Config
@@ -35,6 +36,8 @@ app = typer.Typer(
 config_app = typer.Typer(help="Declarative configuration files (Kong's format).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(migrations_app, name="migrations")
+app.add_typer(hybrid_app, name="hybrid")
+app.add_typer(nats_app, name="nats")
 
 T = TypeVar("T")
 

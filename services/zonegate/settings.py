@@ -800,7 +800,28 @@ SETTING_SPECS: Final[tuple[SettingSpec, ...]] = (
         kong=False,
     ),
     _spec(
-        "cluster_cache_encryption",
+        "cluster_publish_interval",
+        seconds(0, 60),
+        "0.1",
+        "Least time between two config publications; changes meanwhile go out as one snapshot.",
+        kong=False,
+    ),
+    _spec(
+        "cluster_heartbeat_interval",
+        seconds(0.1, 3600),
+        "10",
+        "Seconds between a data plane's heartbeats.",
+        kong=False,
+    ),
+    _spec(
+        "cluster_watchdog_interval",
+        seconds(0.1, 3600),
+        "30",
+        "A data plane re-reads the latest snapshot from the bus at least this often.",
+        kong=False,
+    ),
+    _spec(
+        "data_plane_cache_encryption",
         _BOOL,
         "off",
         "Encrypt the data plane's LMDB cache with a key derived from the cluster key.",
@@ -879,7 +900,10 @@ class Settings:
     cluster_name: str
     cluster_js_domain: str | None
     cluster_snapshot_history: int
-    cluster_cache_encryption: bool
+    cluster_publish_interval: float
+    cluster_heartbeat_interval: float
+    cluster_watchdog_interval: float
+    data_plane_cache_encryption: bool
     lmdb_environment_path: Path
     lmdb_map_size: int
     db_update_frequency: float

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from harness.fixtures import PostgresDatabase
+from zonegate.bus.certificates import generate_cluster_certificate
 from zonegate.embedded.ports import free_port
 from zonegate.embedded.postgres import create_database, drop_database, run_sql
 
@@ -59,6 +60,22 @@ def environment(dsn: str, prefix: Path | None = None, **settings: str) -> dict[s
         env["ZONEGATE_PREFIX"] = str(prefix)
     env.update({f"ZONEGATE_{name.upper()}": value for name, value in settings.items()})
     return env
+
+
+def cluster_settings(directory: Path) -> dict[str, str]:
+    """What a control plane needs for its bus: a cluster certificate, and a NATS URL (nobody there:
+    these tests are about the Admin API, which never waits for the bus)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cluster.crt", directory / "cluster.key"
+    if not cert.exists():
+        issued = generate_cluster_certificate()
+        cert.write_bytes(issued.cert_pem())
+        key.write_bytes(issued.key_pem())
+    return {
+        "cluster_cert": str(cert),
+        "cluster_cert_key": str(key),
+        "cluster_nats_url": f"tls://127.0.0.1:{free_port()}",
+    }
 
 
 def run(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -160,7 +177,11 @@ def test_control_plane_serves_curl_style_forms_on_every_listener_and_stops_clean
     prefix = tmp_path / "prefix"
     port, ssl_port = free_port(), free_port()
     env = environment(
-        dsn, prefix, role="control_plane", admin_listen=f"0.0.0.0:{port}, 127.0.0.1:{ssl_port} ssl"
+        dsn,
+        prefix,
+        role="control_plane",
+        admin_listen=f"0.0.0.0:{port}, 127.0.0.1:{ssl_port} ssl",
+        **cluster_settings(tmp_path / "certs"),
     )
     node = ControlPlane(env, port, tmp_path / "cp.log")
     control_planes.append(node)
@@ -205,7 +226,11 @@ def test_the_control_plane_refuses_a_database_that_is_not_ready(
     postgres: PostgresDatabase, bootstrapped: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    settings = {"role": "control_plane", "admin_listen": f"127.0.0.1:{port}"}
+    settings = {
+        "role": "control_plane",
+        "admin_listen": f"127.0.0.1:{port}",
+        **cluster_settings(tmp_path / "certs"),
+    }
     fresh = f"zg_admin_fresh_{os.getpid()}"
     fresh_dsn = create_database(postgres.server_dsn, fresh)
     try:
@@ -216,7 +241,7 @@ def test_the_control_plane_refuses_a_database_that_is_not_ready(
     try:
         needs_migrations = run(environment(bootstrapped, tmp_path / "b", **settings), "start")
     finally:
-        run_sql(bootstrapped, "UPDATE schema_meta SET executed = ARRAY['000_base']")
+        run_sql(bootstrapped, "UPDATE schema_meta SET executed = ARRAY['000_base', '001_clustering']")
     unreachable = run(
         environment(f"postgresql://zonegate@127.0.0.1:{free_port()}/nope", tmp_path / "c", **settings),
         "start",
@@ -228,7 +253,7 @@ def test_the_control_plane_refuses_a_database_that_is_not_ready(
     )
     assert (
         one_error_line(needs_migrations)
-        == "error: database needs new migrations (000_base); run 'zonegate migrations up'"
+        == "error: database needs new migrations (000_base, 001_clustering); run 'zonegate migrations up'"
     )
     assert one_error_line(unreachable).startswith("error: cannot connect to PostgreSQL at 127.0.0.1:")
     assert not (tmp_path / "b" / "zonegate.pid").exists()

@@ -40,21 +40,25 @@ async def postgres_connect(dsn: str) -> pg.Connection:
     return await pg.connect(dsn, connect_timeout=10)
 
 
+SHIPPED = ["000_base", "001_clustering"]
+
+
 async def table_exists(conn: pg.Connection, name: str) -> bool:
     return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
 
 
 def test_the_shipped_migrations() -> None:
-    assert [m.name for m in BASE] == ["000_base"]
-    assert BASE[0].teardown is None
+    assert [m.name for m in BASE] == SHIPPED
+    assert all(m.teardown is None for m in BASE)
     assert "CREATE TABLE revisions" in BASE[0].up
+    assert "CREATE TABLE clustering_data_planes" in BASE[1].up
 
 
 async def test_an_empty_database_needs_bootstrapping(conn: pg.Connection) -> None:
     state = await migrations.schema_state(conn)
 
-    assert state.needs_bootstrap and state.new == ("000_base",) and not state.up_to_date
-    assert await migrations.pending_migrations(conn) == ["000_base"]
+    assert state.needs_bootstrap and state.new == tuple(SHIPPED) and not state.up_to_date
+    assert await migrations.pending_migrations(conn) == SHIPPED
     with pytest.raises(
         SchemaNotReady, match=r"^database needs bootstrapping; run 'zonegate migrations bootstrap'$"
     ):
@@ -66,11 +70,11 @@ async def test_bootstrap_runs_everything_and_records_it_like_kong(conn: pg.Conne
 
     ran = await migrations.bootstrap(conn, lock_timeout=5, say=said.append)
 
-    assert ran == ["000_base"]
+    assert ran == SHIPPED
     assert said[-1] == "Database is up-to-date"
     row = await conn.fetchrow("SELECT key, subsystem, last_executed, executed, pending FROM schema_meta")
     assert row is not None
-    assert tuple(row[i] for i in range(5)) == ("schema_meta", "core", "000_base", ["000_base"], [])
+    assert tuple(row[i] for i in range(5)) == ("schema_meta", "core", SHIPPED[-1], SHIPPED, [])
     assert await migrations.pending_migrations(conn) == []
     await migrations.check_schema(conn)
     assert await conn.fetchval("SELECT version FROM config_state") == 0
@@ -87,7 +91,7 @@ async def test_bootstrap_also_runs_teardowns(conn: pg.Connection) -> None:
     await migrations.bootstrap(conn, lock_timeout=5, migrations=[*BASE, TWO_PHASE])
 
     state = await migrations.schema_state(conn, [*BASE, TWO_PHASE])
-    assert state.executed == ("000_base", "900_two_phase") and state.up_to_date
+    assert state.executed == (*SHIPPED, "900_two_phase") and state.up_to_date
     assert await table_exists(conn, "two_phase_finished")
 
 
@@ -113,7 +117,7 @@ async def test_two_phase_migration_up_then_finish(conn: pg.Connection, postgres:
     assert await migrations.finish(conn, lock_timeout=5, migrations=shipped) == ["900_two_phase"]
 
     state = await migrations.schema_state(conn, shipped)
-    assert state.executed == ("000_base", "900_two_phase") and state.pending == () and state.up_to_date
+    assert state.executed == (*SHIPPED, "900_two_phase") and state.pending == () and state.up_to_date
     assert await table_exists(conn, "two_phase_finished")
     assert await migrations.finish(conn, lock_timeout=5, migrations=shipped) == []
 
@@ -184,7 +188,7 @@ async def test_two_concurrent_bootstraps_run_it_once(conn: pg.Connection, postgr
     assert sorted(type(r).__name__ for r in results) == ["MigrationError", "list"]
     (error,) = [r for r in results if isinstance(r, BaseException)]
     assert "already bootstrapped" in str(error)
-    assert (await migrations.schema_state(conn)).executed == ("000_base",)
+    assert (await migrations.schema_state(conn)).executed == tuple(SHIPPED)
 
 
 async def test_a_held_lock_times_out_with_one_line(conn: pg.Connection, postgres: PostgresDatabase) -> None:

@@ -91,14 +91,18 @@ def test_bootstrap_list_status_up_finish_reset(dsn: str) -> None:
     assert bootstrapped.stdout.splitlines() == [
         "Bootstrapping database...",
         "core migrated up to: 000_base (executed)",
-        "1 migration processed",
+        "core migrated up to: 001_clustering (executed)",
+        "2 migrations processed",
         "Database is up-to-date",
     ]
-    assert (listed.returncode, listed.stdout.strip()) == (0, "Executed migrations:\ncore: 000_base")
+    assert (listed.returncode, listed.stdout.strip()) == (
+        0,
+        "Executed migrations:\ncore: 000_base, 001_clustering",
+    )
     assert status.returncode == 0, status.stderr
     document = json.loads(status.stdout)
     assert document["needs_bootstrap"] is False and document["up_to_date"] is True
-    assert document["executed_migrations"] == {"core": ["000_base"]}
+    assert document["executed_migrations"] == {"core": ["000_base", "001_clustering"]}
     assert document["pending_migrations"] == {} and document["new_migrations"] == {}
     assert document["database"]["location"].endswith("/" + dsn.rsplit("/", 1)[1])
     assert (upped.returncode, upped.stdout.strip()) == (0, "Database is already up-to-date")
@@ -183,7 +187,7 @@ def test_two_migrators_at_once_bootstrap_once(
     assert failed_code == 1
     assert "already bootstrapped" in one_error_line(failed_err)
     status = json.loads(run(dsn, "status").stdout)
-    assert status["executed_migrations"] == {"core": ["000_base"]}
+    assert status["executed_migrations"] == {"core": ["000_base", "001_clustering"]}
 
 
 def test_a_migrator_gives_up_after_the_lock_timeout(

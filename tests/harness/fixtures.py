@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.echo_upstream import EchoUpstream, EchoUpstreamFactory
-from zonegate.embedded.nats_server import NatsServer, NatsServerTls
+from zonegate.embedded.nats_server import ConfigRenderer, NatsServer, NatsServerTls
 from zonegate.embedded.postgres import EmbeddedPostgres, create_database, drop_database
 from zonegate.embedded.tls_material import (
     CertKeyPair,
@@ -52,7 +52,9 @@ class NatsServerFactory:
         jetstream: bool = True,
         server_name: str | None = None,
         extra_config: str = "",
+        config_renderer: ConfigRenderer | None = None,
     ) -> NatsServer:
+        """A started server; with `config_renderer` the whole config is the renderer's (TLS included)."""
         index = len(self.servers) + 1
         server = NatsServer(
             self.base_dir / f"nats-{index}",
@@ -61,6 +63,7 @@ class NatsServerFactory:
             monitoring=monitoring,
             server_name=server_name or f"{self.name_prefix}-{index}",
             extra_config=extra_config,
+            config_renderer=config_renderer,
         )
         # Tracked before start: a server that fails half-way is still stopped at teardown.
         self.servers.append(server)

@@ -126,7 +126,11 @@ def make_node(base: Path, extra_env: Mapping[str, str] | None = None) -> Zonegat
     }
     env.update(
         {
-            "ZONEGATE_ROLE": "data_plane",
+            # A DB-less traditional node: the proxy without a bus (a data plane needs cluster
+            # certificates and NATS; tests/harness/hybrid.py starts those). No Admin API unless
+            # a test asks for one, so nodes never fight over Kong's fixed port 8001.
+            "ZONEGATE_ROLE": "traditional",
+            "ZONEGATE_ADMIN_LISTEN": "off",
             "ZONEGATE_DATABASE": "off",
             "ZONEGATE_PREFIX": str(prefix),
             "ZONEGATE_DECLARATIVE_CONFIG": str(config_path),

@@ -6,7 +6,7 @@ Lua's pretty-printer writes a table (``{name="x"}``, keys sorted, ``null`` for a
 and clients and scripts match on it, so ``lua_table`` reproduces that rendering exactly.
 
 The HTTP status is the Admin API's business (one mapping, in one place); Kong answers 400 for
-codes 3, 4, 7 and 19, 404 for 6, 409 for 5 and 500 for 8.
+codes 3, 4, 7 and 19, 404 for 6, 405 for 12, 409 for 5 and 500 for 8.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ PRIMARY_KEY_VIOLATION: Final = 3
 NOT_FOUND: Final = 6
 INVALID_OFFSET: Final = 7
 DATABASE_ERROR: Final = 8
+OPERATION_UNSUPPORTED: Final = 12
 REFERENCED_BY_OTHERS: Final = 19
 
 _LUA_IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -180,6 +181,28 @@ class InvalidOffset(StoreError):
     def __init__(self, offset: str, reason: str) -> None:
         self.offset = offset
         super().__init__(f"'{offset}' is not a valid offset: {reason}")
+
+
+class OperationUnsupported(StoreError):
+    """A write to a store that has none: the Admin API of a node without a database.
+
+    Kong's ``off`` strategy words it ``cannot <operation> '<kind>' entities [by '<field>'] when not
+    using a database`` (``kong/db/strategies/off/init.lua``); ``by`` is the field the URL named the
+    entity by (``PUT /services/billing``), None for an id or a collection.
+    """
+
+    code = OPERATION_UNSUPPORTED
+    name = "operation unsupported"
+
+    def __init__(self, kind: str, operation: str, by: str | None = None) -> None:
+        self.kind = kind
+        self.operation = operation
+        self.by = by
+        by_field = f" by '{by}'" if by is not None else ""
+        super().__init__(f"cannot {operation} '{kind}' entities{by_field} when not using a database")
+
+    def by_field(self, field: str) -> OperationUnsupported:
+        return OperationUnsupported(self.kind, self.operation, field)
 
 
 class StoreUnavailable(StoreError):

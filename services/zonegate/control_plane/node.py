@@ -2,10 +2,10 @@
 
 Start-up refuses, with one line, a database it cannot reach or whose schema is not ready (not
 bootstrapped, or migrations this code needs have not run): Kong once started on a half-migrated
-database and pushed an empty config to every data plane (Kong issue #12861). ``ssl`` listeners
-use a self-signed certificate generated once under ``<prefix>/ssl/admin-default/``, as the proxy
-does for its own. The node id lives in ``<prefix>/node_id`` so it survives restarts, and the pid
-goes to ``<prefix>/zonegate.pid`` (the DB-less node's file) so ``zonegate stop`` works the same.
+database and pushed an empty config to every data plane (Kong issue #12861). Listening is
+``admin_api.listeners``' job (``ssl`` listeners get a self-signed certificate). The node id lives
+in ``<prefix>/node_id`` so it survives restarts, and the pid goes to ``<prefix>/zonegate.pid``
+(the DB-less node's file) so ``zonegate stop`` works the same.
 SIGTERM or SIGINT stops accepting, lets in-flight requests finish within the grace period, and
 closes the store.
 
@@ -18,33 +18,22 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import ssl
 from typing import Final
 
 import structlog
-from aiohttp import web
 
 from zonegate.control_plane.admin_api import build_app
-from zonegate.control_plane.admin_api.auth import exposed_listeners
+from zonegate.control_plane.admin_api.listeners import start_admin_api
 from zonegate.control_plane.errors import SchemaNotReady, StoreError, StoreUnavailable
+from zonegate.control_plane.hybrid import ControlPlaneHybrid
 from zonegate.control_plane.store import Store
-from zonegate.data_plane.tls import ensure_default_certificate
 from zonegate.node_identity import load_node_id
 from zonegate.process_control import PID_FILE, StartError
-from zonegate.settings import Listen, Settings
+from zonegate.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 GRACE_SECONDS: Final = 10.0
-ADMIN_CERT_DIR: Final = "ssl/admin-default"
-
-
-def server_context(settings: Settings) -> ssl.SSLContext:
-    cert, key = ensure_default_certificate(settings.prefix / ADMIN_CERT_DIR)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert), str(key))
-    return context
 
 
 async def open_store(settings: Settings) -> Store:
@@ -66,37 +55,11 @@ class ControlPlaneNode:
         self.pid_path = settings.prefix / PID_FILE
         self.wrote_pid = False  # a node that failed to start must not remove a running one's pid file
 
-    async def _listen(self, runner: web.AppRunner, listen: Listen) -> None:
-        context = server_context(self.settings) if listen.ssl else None
-        if listen.http2:
-            log.warning("admin.http2_unsupported", listen=str(listen), serving="HTTP/1.1")
-        site = web.TCPSite(
-            runner,
-            listen.host,
-            listen.port,
-            ssl_context=context,
-            backlog=listen.backlog or 511,
-            reuse_address=True,
-            reuse_port=listen.reuseport or None,
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            raise StartError([f"cannot listen on {listen} (admin_listen): {exc.strerror or exc}"]) from None
-
-    def _warn_about_exposure(self) -> None:
-        settings = self.settings
-        exposed = exposed_listeners(settings.admin_listen)
-        if exposed and not settings.admin_token:
-            log.warning(
-                "admin.exposed_without_token",
-                listeners=[str(listen) for listen in exposed],
-                hint="set ZONEGATE_ADMIN_TOKEN, or listen on 127.0.0.1 only",
-            )
-        if settings.role == "traditional":
+    def _warn_admin_only(self) -> None:
+        if self.settings.role == "traditional":
             log.warning(
                 "node.admin_only",
-                role=settings.role,
+                role=self.settings.role,
                 detail="a traditional node with database = postgres serves the Admin API only for now; "
                 "the proxy comes later",
             )
@@ -116,14 +79,17 @@ class ControlPlaneNode:
         except OSError as exc:
             raise StartError([f"cannot use prefix {settings.prefix}: {exc.strerror or exc}"]) from None
         store = await open_store(settings)
+        hybrid: ControlPlaneHybrid | None = None
         try:
+            # Built before anything listens: a bad cluster certificate is one line at start-up.
+            if settings.is_control_plane:
+                hybrid = ControlPlaneHybrid(settings, store, node_id)
             app = build_app(store, settings, node_id=node_id)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=GRACE_SECONDS)
-            await runner.setup()
+            runner = await start_admin_api(app, settings, grace=GRACE_SECONDS)
             try:
-                for listen in settings.admin_listen:
-                    await self._listen(runner, listen)
-                self._warn_about_exposure()
+                if hybrid is not None:
+                    await hybrid.start()
+                self._warn_admin_only()
                 self.pid_path.write_text(f"{os.getpid()}\n")
                 self.wrote_pid = True
                 loop = asyncio.get_running_loop()
@@ -142,6 +108,8 @@ class ControlPlaneNode:
             finally:
                 await runner.cleanup()
         finally:
+            if hybrid is not None:
+                await hybrid.close()
             await store.close()
             if self.wrote_pid:
                 self.pid_path.unlink(missing_ok=True)

@@ -235,6 +235,16 @@ class Store:
         self._timeout = timeout
         self._bulk_timeout = bulk_timeout
 
+    @property
+    def database(self) -> postgres.Database:
+        """The pool, for control-plane tables that are not entities (data-plane status)."""
+        return self._db
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a single statement may take; other components reuse it for their own sessions."""
+        return self._timeout
+
     @classmethod
     def connect(
         cls,

@@ -3,7 +3,10 @@
 The config agent writes the canonical document (zstd-compressed JSON) together with its hash
 and version in one write transaction; workers read it in one read transaction, so a reader
 sees either the old config or the new one, never half of each. A cache that LMDB cannot open
-(corrupt, wrong format) is moved aside and reported, never a crash loop (DESIGN section 3).
+(corrupt, wrong format) is moved aside and reported, never a crash loop (DESIGN section 3); so
+is one that opens but whose config cannot be read, when the reader is the agent (the owner).
+With a ``CacheCipher`` every value is sealed with AES-GCM (``cache_cipher``), and a value that was
+not sealed under this node's key is unreadable.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import zstandard
 from zonegate import __version__
 from zonegate.core.canonical import canonical_document
 from zonegate.core.config import Config
+from zonegate.data_plane.cache_cipher import CacheCipher, CacheDecryptError
+from zonegate.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -39,38 +44,70 @@ class CachedConfig:
 
 
 class ConfigCache:
-    def __init__(self, path: Path, map_size: int = 2048 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        path: Path,
+        map_size: int = 2048 * 1024 * 1024,
+        *,
+        cipher: CacheCipher | None = None,
+        owner: bool = True,
+    ) -> None:
         self.path = path
         self.map_size = map_size
+        self.cipher = cipher
+        self.owner = owner  # the agent owns the cache; workers only read it and never move it
+        self.moved_aside: list[Path] = []
         self.env = self._open()
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, owner: bool = True) -> ConfigCache:
+        cipher = None
+        if settings.data_plane_cache_encryption:
+            if settings.cluster_cert_key is None:
+                raise ValueError(
+                    "data_plane_cache_encryption needs cluster_cert_key (the key it derives from)"
+                )
+            cipher = CacheCipher.from_private_key(settings.resolve_path(settings.cluster_cert_key))
+        path = settings.resolve_path(settings.lmdb_environment_path)
+        return cls(path, settings.lmdb_map_size, cipher=cipher, owner=owner)
+
+    def _lmdb_open(self) -> lmdb.Environment:
+        return lmdb.open(str(self.path), map_size=self.map_size, max_dbs=0, subdir=True, lock=True)
 
     def _open(self) -> lmdb.Environment:
         self.path.mkdir(parents=True, exist_ok=True)
         try:
-            return lmdb.open(str(self.path), map_size=self.map_size, max_dbs=0, subdir=True, lock=True)
+            return self._lmdb_open()
         except lmdb.Error as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            self.path.rename(aside)
-            log.error(
-                "lmdb.corrupt_cache_moved_aside", path=str(self.path), moved_to=str(aside), error=str(exc)
-            )
-            self.path.mkdir(parents=True, exist_ok=True)
-            return lmdb.open(str(self.path), map_size=self.map_size, max_dbs=0, subdir=True, lock=True)
+            self._move_aside(str(exc))
+            return self._lmdb_open()
+
+    def _move_aside(self, reason: str) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
+        self.path.rename(aside)
+        self.moved_aside.append(aside)
+        log.error("lmdb.corrupt_cache_moved_aside", path=str(self.path), moved_to=str(aside), error=reason)
+        self.path.mkdir(parents=True, exist_ok=True)
 
     def write(self, config: Config, config_hash: str, version: int = 0) -> None:
         payload = zstandard.ZstdCompressor(level=3).compress(
             json.dumps(canonical_document(config), separators=(",", ":")).encode()
         )
-        meta = {
-            "format": FORMAT,
-            "config_hash": config_hash,
-            "version": version,
-            "written_at": time.time(),
-            "zonegate_version": __version__,
-        }
+        meta_bytes = json.dumps(
+            {
+                "format": FORMAT,
+                "config_hash": config_hash,
+                "version": version,
+                "written_at": time.time(),
+                "zonegate_version": __version__,
+            }
+        ).encode()
+        if self.cipher is not None:
+            payload = self.cipher.seal(payload, KEY_CONFIG)
+            meta_bytes = self.cipher.seal(meta_bytes, KEY_META)
         with self.env.begin(write=True) as txn:
             txn.put(KEY_CONFIG, payload)
-            txn.put(KEY_META, json.dumps(meta).encode())
+            txn.put(KEY_META, meta_bytes)
 
     def read(self) -> CachedConfig | None:
         """The cached config, or None when there is none or it cannot be read (reported)."""
@@ -80,11 +117,18 @@ class ConfigCache:
         if payload is None or meta_raw is None:
             return None
         try:
+            if self.cipher is not None:
+                payload = self.cipher.open(payload, KEY_CONFIG)
+                meta_raw = self.cipher.open(meta_raw, KEY_META)
             meta: dict[str, Any] = json.loads(meta_raw)
             document = json.loads(zstandard.ZstdDecompressor().decompress(payload))
             config = Config.build(document)
-        except (ValueError, zstandard.ZstdError, KeyError, TypeError) as exc:
+        except (ValueError, zstandard.ZstdError, KeyError, TypeError, CacheDecryptError) as exc:
             log.error("lmdb.unreadable_config", path=str(self.path), error=str(exc))
+            if self.owner:
+                self.env.close()
+                self._move_aside(f"unreadable config: {exc}")
+                self.env = self._lmdb_open()
             return None
         return CachedConfig(
             config=config,

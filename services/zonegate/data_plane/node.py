@@ -3,7 +3,9 @@
 The agent owns the config: it reads the declarative file (a bad file stops start-up with every
 error located), writes the active config to the LMDB cache, and hands it to the proxy, which
 runs in this process (``workers = 1``) or in worker processes it supervises. It serves the
-Status API. SIGHUP re-reads the file; a bad file keeps the running config and says why.
+Status API, and on a traditional node Kong's DB-less Admin API (reads from the active config,
+``POST /config`` applies a new one like a reload). SIGHUP re-reads the file; a bad file keeps
+the running config and says why.
 SIGTERM or SIGINT drains in-flight requests within the grace period and exits. The pid goes to
 ``<prefix>/zonegate.pid`` for ``zonegate stop`` and ``zonegate reload``.
 
@@ -19,11 +21,14 @@ from pathlib import Path
 from typing import Final
 
 import structlog
+from aiohttp import web
 
 from zonegate.core import declarative
 from zonegate.core.canonical import config_hash
 from zonegate.core.config import Config
 from zonegate.core.errors import DeclarativeConfigError
+from zonegate.data_plane.config_agent import SyncState
+from zonegate.data_plane.hybrid import DataPlaneHybrid
 from zonegate.data_plane.lmdb_cache import ConfigCache
 from zonegate.data_plane.proxy_host import InProcessProxy, ProxyHost, WorkerPool
 from zonegate.data_plane.status_api import build_app, start_status_api
@@ -62,6 +67,10 @@ class DbLessNode:
         self.pid_path = settings.prefix / PID_FILE
         self.reloading: asyncio.Task[None] | None = None
         self.cache: ConfigCache | None = None
+        # One apply at a time: a reload (SIGHUP) and a POST /config must not interleave.
+        self.applying = asyncio.Lock()
+        self.sync = SyncState()  # what a hybrid data plane serves, as its heartbeats report it
+        self.hybrid: DataPlaneHybrid | None = None
 
     def read_config(self) -> Config:
         path = self.settings.declarative_config
@@ -69,33 +78,56 @@ class DbLessNode:
             return Config()
         return read_declarative(self.settings.resolve_path(path))
 
-    def initial_config(self) -> Config:
-        """The declarative file when there is one (as Kong does), else the last cached config."""
-        if self.settings.declarative_config is not None:
-            return self.read_config()
+    def initial_config(self) -> tuple[Config, bool]:
+        """The config to serve first, and whether it came from the cache.
+
+        A DB-less node follows Kong: the declarative file when there is one, else the cache. A
+        hybrid data plane prefers its cache, the last config a control plane sent, and falls back
+        to the file, else to nothing (not ready) until the bus brings one (DESIGN section 3).
+        """
+        if self.settings.is_data_plane or self.settings.declarative_config is None:
+            cached = self._read_cache()
+            if cached is not None:
+                return cached, True
+        return self.read_config(), False
+
+    def _read_cache(self) -> Config | None:
         assert self.cache is not None
         cached = self.cache.read()
-        if cached is not None:
-            log.info("config.from_cache", config_hash=cached.config_hash, written_at=cached.written_at)
-            return cached.config
-        return Config()
+        if cached is None:
+            return None
+        log.info(
+            "config.from_cache",
+            config_hash=cached.config_hash,
+            version=cached.version,
+            written_at=cached.written_at,
+        )
+        self.version = cached.version
+        if self.settings.is_data_plane:
+            self.sync.version, self.sync.config_hash = cached.version, cached.config_hash
+        return cached.config
 
-    def _write_cache(self, config: Config) -> None:
+    def _write_cache(self, config: Config, version: int | None = None, digest: str | None = None) -> None:
+        """``version``: a control plane's; None for a local change (reload, POST /config)."""
         assert self.cache is not None
-        self.version += 1
-        self.cache.write(config, config_hash(config).config_hash, self.version)
+        self.version = self.version + 1 if version is None else version
+        self.cache.write(config, digest or config_hash(config).config_hash, self.version)
 
     async def run(self) -> None:
         settings = self.settings
         try:
             settings.prefix.mkdir(parents=True, exist_ok=True)
-            self.cache = ConfigCache(
-                settings.resolve_path(settings.lmdb_environment_path), settings.lmdb_map_size
-            )
+            self.cache = ConfigCache.for_settings(settings)
         except OSError as exc:
             raise StartError([f"cannot use prefix {settings.prefix}: {exc.strerror or exc}"]) from None
-        config = self.initial_config()
-        self._write_cache(config)
+        except ValueError as exc:
+            raise StartError([str(exc)]) from None
+        node_id = load_node_id(settings.prefix)
+        if settings.is_data_plane:  # before anything starts: a bad cluster certificate is one line
+            self.hybrid = DataPlaneHybrid(settings, self, node_id, self.sync)
+        config, from_cache = self.initial_config()
+        if not from_cache:
+            self._write_cache(config)
         self.config = config
         if any(listen.ssl for listen in settings.proxy_listen):
             ensure_default_certificate(settings.prefix / "ssl")  # once, before workers race for it
@@ -103,17 +135,21 @@ class DbLessNode:
             InProcessProxy(settings) if settings.workers <= 1 else WorkerPool(settings, settings.workers)
         )
         self.host = host
-        status_runner = None
+        status_runner = admin_runner = None
         try:
             try:
                 await host.start(config)
                 app = build_app(
                     lambda: self.host,
                     lambda: not self.config.is_empty(),
-                    node_id=load_node_id(settings.prefix),
+                    node_id=node_id,
+                    clustering=lambda: self.hybrid.status() if self.hybrid is not None else None,
                 )
                 if settings.status_listen:
                     status_runner = await start_status_api(app, settings.status_listen)
+                admin_runner = await self._start_admin_api(node_id)
+                if self.hybrid is not None:
+                    await self.hybrid.start()
             except OSError as exc:
                 raise StartError([f"cannot listen: {exc.strerror or exc}"]) from None
             self.pid_path.write_text(f"{os.getpid()}\n")
@@ -127,6 +163,7 @@ class DbLessNode:
                 workers=settings.workers,
                 proxy=[str(listen) for listen in settings.proxy_listen],
                 status=[str(listen) for listen in settings.status_listen],
+                admin=[str(listen) for listen in settings.admin_listen] if admin_runner else [],
                 config_hash=host.config_hash,
                 pid=os.getpid(),
             )
@@ -136,6 +173,10 @@ class DbLessNode:
             if self.reloading is not None:
                 self.reloading.cancel()
                 await asyncio.gather(self.reloading, return_exceptions=True)
+            if self.hybrid is not None:
+                await self.hybrid.close()
+            if admin_runner is not None:
+                await admin_runner.cleanup()
             await host.drain(GRACE_SECONDS)
             if status_runner is not None:
                 await status_runner.cleanup()
@@ -144,6 +185,14 @@ class DbLessNode:
             if self.pid_path.exists():
                 self.pid_path.unlink()
             log.info("node.stopped")
+
+    async def _start_admin_api(self, node_id: str) -> web.AppRunner | None:
+        """Kong's DB-less Admin API, on a traditional node only (see ``admin_api.dbless``)."""
+        from zonegate.control_plane.admin_api import dbless  # only nodes that serve it import it
+
+        if not dbless.serves_admin_api(self.settings):
+            return None
+        return await dbless.start_dbless_admin_api(self, self.settings, node_id=node_id, grace=GRACE_SECONDS)
 
     def request_reload(self) -> None:
         """SIGHUP: one reload at a time; a signal during a reload runs another one after it."""
@@ -161,6 +210,10 @@ class DbLessNode:
         host = self.host
         if host is None:
             return
+        if self.settings.declarative_config is None:
+            # No file to re-read: the running config (from the cache or POST /config) stays.
+            log.info("config.reload_skipped", reason="no declarative_config")
+            return
         # Parsing, validating and caching a large config takes long: do it in a thread, so the
         # proxy keeps answering in between (the GIL is handed back every few milliseconds)
         # instead of stalling every request for the whole reload.
@@ -170,10 +223,28 @@ class DbLessNode:
             log.error("config.reload_rejected", reason=exc.lines[0], errors=exc.lines[1:])
             return
         try:
-            await asyncio.to_thread(self._write_cache, config)
-            await host.apply(config)
+            await self.apply_config(config)
         except Exception as exc:  # a config that validates but cannot be applied must not kill the node
             log.exception("config.reload_failed", error=str(exc))
             return
-        self.config = config
         log.info("config.reloaded", config_hash=host.config_hash)
+
+    async def apply_snapshot(self, config: Config, version: int, config_hash: str) -> None:
+        """A control plane's snapshot, checked by the config agent: cache it, then serve it."""
+        await self.apply_config(config, version=version, digest=config_hash)
+
+    async def apply_config(
+        self, config: Config, *, version: int | None = None, digest: str | None = None
+    ) -> None:
+        """Make a validated config the active one: LMDB cache first, then the proxy.
+
+        Reloads and the Admin API's ``POST /config`` both land here. An exception leaves the
+        running config in place (the cache may already hold the new one, as after a crash).
+        """
+        host = self.host
+        if host is None:
+            raise RuntimeError("the node is not started")
+        async with self.applying:
+            await asyncio.to_thread(self._write_cache, config, version, digest)
+            await host.apply(config)
+            self.config = config

@@ -1,7 +1,8 @@
 """The Status API (Kong's ``status_listen``): health, readiness and read-only views for operators.
 
 ``/status`` reports connections, requests, the active ``configuration_hash`` and memory, as
-Kong's does; ``/status/ready`` answers 200 only once a non-empty config is loaded (load
+Kong's does (and on a hybrid data plane ``clustering``: bus connection, applied version, sync
+status and the last refusal); ``/status/ready`` answers 200 only once a non-empty config is loaded (load
 balancers and Kubernetes probes rely on that), and ``/upstreams/{name}/health`` shows the
 balancer's view of each target.
 """
@@ -21,8 +22,12 @@ NOT_READY: str = "no configuration available (empty configuration present)"
 
 
 def build_app(
-    get_host: Callable[[], ProxyHost | None], has_config: Callable[[], bool], node_id: str = ""
+    get_host: Callable[[], ProxyHost | None],
+    has_config: Callable[[], bool],
+    node_id: str = "",
+    clustering: Callable[[], dict[str, Any] | None] = lambda: None,
 ) -> web.Application:
+    """``clustering``: a hybrid data plane's view of its bus and control plane, shown in /status."""
     app = web.Application()
 
     async def status(_: web.Request) -> web.Response:
@@ -43,6 +48,9 @@ def build_app(
             # With workers, the sum over worker processes (Kong reports its workers' VMs too).
             "memory": {key: stats.get(key, 0) for key in ("workers_rss_kib", "max_rss_kib")},
         }
+        cluster = clustering()
+        if cluster is not None:
+            body["clustering"] = cluster
         return web.json_response(body)
 
     async def ready(_: web.Request) -> web.Response:

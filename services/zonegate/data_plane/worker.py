@@ -30,7 +30,7 @@ DEFAULT_GRACE = 10.0
 async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cache = ConfigCache(settings.resolve_path(settings.lmdb_environment_path), settings.lmdb_map_size)
+    cache = ConfigCache.for_settings(settings, owner=False)
     cached = cache.read()
     proxy = InProcessProxy(settings, reuse_port=True)
     await proxy.start(cached.config if cached is not None else Config())

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,12 @@ log = structlog.get_logger(__name__)
 
 _PORT_ATTEMPTS = 3
 _BIND_FAILURES = ("address already in use", "bind: ")
+
+
+# A whole config file from (client port, monitoring port or None, JetStream store directory): lets a
+# caller run a config made elsewhere (``zonegate.bus.nats_config.render``) with this class's free-port
+# retries, readiness checks and lifecycle.
+ConfigRenderer = Callable[[int, int | None, Path], str]
 
 
 class NatsServerError(RuntimeError):
@@ -82,6 +89,7 @@ class NatsServer(StartStop):
         start_timeout: float = 10.0,
         stop_timeout: float = 5.0,
         binary: Path | None = None,
+        config_renderer: ConfigRenderer | None = None,
     ) -> None:
         self.workdir = workdir.resolve()
         self.tls = tls
@@ -92,6 +100,8 @@ class NatsServer(StartStop):
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.binary = binary or find_nats_server()
+        # With a renderer, the config (TLS included) is the renderer's; Zonegate's always use TLS.
+        self.config_renderer = config_renderer
         self.store_dir = self.workdir / "jetstream"
         self.config_path = self.workdir / "nats-server.conf"
         self.log_path = self.workdir / "nats-server.log"
@@ -116,7 +126,7 @@ class NatsServer(StartStop):
 
     @property
     def url(self) -> str:
-        scheme = "tls" if self.tls is not None else "nats"
+        scheme = "tls" if self.tls is not None or self.config_renderer is not None else "nats"
         return f"{scheme}://{LOOPBACK}:{self.port}"
 
     @property
@@ -139,6 +149,8 @@ class NatsServer(StartStop):
     # -- config ---------------------------------------------------------------------------------------
 
     def render_config(self) -> str:
+        if self.config_renderer is not None:
+            return self.config_renderer(self.port, self.monitoring_port, self.store_dir)
         lines = [
             f"server_name: {_conf_string(self.server_name)}",
             f"listen: {_conf_string(f'{LOOPBACK}:{self.port}')}",

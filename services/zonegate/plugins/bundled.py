@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
+from zonegate import __version__
+
 BUNDLED_KEYWORD: Final = "bundled"
 
 # Kong's handler priorities (higher runs first), from each plugin's handler.lua.
@@ -47,3 +49,9 @@ def enabled_plugins(setting: Iterable[str]) -> tuple[str, ...]:
         else:
             names.add(name)
     return tuple(sorted(names))
+
+
+def plugin_versions(setting: Iterable[str]) -> dict[str, str]:
+    """Each enabled plugin with its version. Bundled plugins carry the gateway's own version,
+    as Kong's do; the hybrid-mode compatibility check compares these between CP and DP."""
+    return dict.fromkeys(enabled_plugins(setting), __version__)

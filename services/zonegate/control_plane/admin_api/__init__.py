@@ -1,4 +1,4 @@
-"""The control plane's Admin API: Kong's endpoints, shapes and statuses over the PostgreSQL store."""
+"""Kong's Admin API: endpoints, shapes and statuses over the PostgreSQL store or a DB-less node's config."""
 
 from zonegate.control_plane.admin_api.app import build_app
 

@@ -1,8 +1,10 @@
 """The Admin API application: Kong's endpoints over the control plane's store.
 
-``build_app`` is the composition root of the API: it takes the opened store and the settings,
+``build_app`` is the composition root of the API: it takes the opened store (PostgreSQL on a
+control plane, the active config on a DB-less node: see ``store_port``) and the settings,
 registers every endpoint family (node, config, tags, schemas, entities, in that order so that
-fixed paths like ``/plugins/enabled`` win over ``/plugins/{id}``) and wraps them in three
+fixed paths like ``/plugins/enabled`` win over ``/plugins/{id}``; then ``/openapi.json``, which
+describes them all, and ``/endpoints``, which lists them) and wraps them in three
 middlewares, outermost first: the access log (one line per request), the error mapping (every
 failure becomes a Kong-shaped body, see ``errors``), and the admin token check when one is set.
 """
@@ -12,13 +14,22 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Sequence
 from typing import Final
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from zonegate.control_plane.admin_api import config_endpoint, entities, kong_root, schemas, tags
+from zonegate.control_plane.admin_api import (
+    clustering,
+    config_endpoint,
+    entities,
+    kong_root,
+    openapi,
+    schemas,
+    tags,
+)
 from zonegate.control_plane.admin_api.auth import token_middleware
 from zonegate.control_plane.admin_api.context import ADMIN, AdminContext
 from zonegate.control_plane.admin_api.errors import (
@@ -29,7 +40,7 @@ from zonegate.control_plane.admin_api.errors import (
     json_response,
 )
 from zonegate.control_plane.admin_api.routing import Handler, Routes
-from zonegate.control_plane.store import Store
+from zonegate.control_plane.admin_api.store_port import AdminStore
 from zonegate.plugins.bundled import enabled_plugins
 from zonegate.settings import Settings
 
@@ -84,8 +95,14 @@ async def error_bodies(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def build_app(
-    store: Store, settings: Settings, *, node_id: str, hostname: str | None = None
+    store: AdminStore,
+    settings: Settings,
+    *,
+    node_id: str,
+    hostname: str | None = None,
+    middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
+    """The Admin API over ``store``; ``middlewares`` run innermost, after the token check."""
     context = AdminContext(
         store=store,
         settings=settings,
@@ -93,10 +110,11 @@ def build_app(
         node_id=node_id,
         hostname=hostname or socket.gethostname(),
     )
-    middlewares: list[Middleware] = [access_log, error_bodies]
+    chain: list[Middleware] = [access_log, error_bodies]
     if settings.admin_token:
-        middlewares.append(token_middleware(settings.admin_token))
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+        chain.append(token_middleware(settings.admin_token))
+    chain.extend(middlewares)
+    app = web.Application(middlewares=chain, client_max_size=MAX_BODY)
     app[ADMIN] = context
     routes = Routes()
     kong_root.register(routes)
@@ -104,6 +122,9 @@ def build_app(
     tags.register(routes)
     schemas.register(routes)
     entities.register(routes)
+    if settings.is_control_plane:  # as Kong: only a control plane has data planes to list
+        clustering.register(routes)
+    openapi.register(routes)
     routes.add("/endpoints", kong_root.endpoints_handler([*routes.paths(), "/endpoints"]))
     routes.install(app)
     return app

@@ -41,6 +41,10 @@ FORM: Final = "application/x-www-form-urlencoded"
 MULTIPART: Final = "multipart/form-data"
 UNSUPPORTED_MEDIA_TYPE: Final = "Unsupported Media Type"
 CANNOT_PARSE_JSON: Final = "Cannot parse JSON body"
+# Deeper bodies are refused before anything walks them: decoding, validation and storage recurse
+# at least once per level, and Python's stack would give out (a 500) long before any real entity
+# or declarative file gets near this. Kong's own JSON decoder stops at 1000.
+MAX_DEPTH: Final = 100
 
 Media = Literal["json", "form", "multipart", "text", "none"]
 
@@ -72,7 +76,10 @@ async def read_body(request: web.Request, *, text_types: Iterable[str] = ()) -> 
     media = _media_type(request)
     if media == MULTIPART:
         # aiohttp's multipart reader consumes the stream itself: the raw body is not kept.
-        return Body("multipart", b"", decode_pairs(await _multipart_pairs(request), allow_maps=True))
+        args = decode_pairs(await _multipart_pairs(request), allow_maps=True)
+        if too_deep(args):  # a JSON part
+            raise message(400, f"Cannot parse multipart body: nested deeper than {MAX_DEPTH} levels")
+        return Body("multipart", b"", args)
     raw = await request.read()
     if media is None:
         if raw:
@@ -80,9 +87,12 @@ async def read_body(request: web.Request, *, text_types: Iterable[str] = ()) -> 
         return Body("none", raw, {})
     if media.startswith(JSON):
         try:
-            return Body("json", raw, json.loads(raw))
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            document = json.loads(raw)
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, nesting past the stack
             raise message(400, CANNOT_PARSE_JSON) from None
+        if too_deep(document):
+            raise message(400, CANNOT_PARSE_JSON)
+        return Body("json", raw, document)
     if media == FORM:
         try:
             text = raw.decode()
@@ -121,6 +131,23 @@ async def _multipart_pairs(request: web.Request) -> list[tuple[str, Any]]:
     return pairs
 
 
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels (walked without recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
 def json_object(body: Body) -> dict[str, Any]:
     """The body's arguments as an object; a JSON body that is not an object fails like Kong's schema."""
     if body.media == "json":
@@ -147,8 +174,12 @@ _BRACKET_RE: Final = re.compile(r"\[([^\]]*)\]")
 
 
 def parse_name(name: str, *, allow_maps: bool) -> list[Segment]:
-    """The path a form name addresses; a name that is not of the nested forms is one plain key."""
-    if not name or name.startswith(".") or name.endswith("."):
+    """The path a form name addresses; a name that is not of the nested forms is one plain key.
+
+    So is a name nested more than ``MAX_DEPTH`` levels, which no schema has.
+    """
+    too_nested = name.count("[") + name.count(".") > MAX_DEPTH
+    if not name or name.startswith(".") or name.endswith(".") or too_nested:
         return [name]
     segments: list[str] = []
     current = ""

@@ -7,7 +7,7 @@ from typing import Final
 
 from aiohttp import web
 
-from zonegate.control_plane.store import Store
+from zonegate.control_plane.admin_api.store_port import AdminStore
 from zonegate.settings import Settings
 
 
@@ -21,7 +21,7 @@ class StatusCache:
 
 @dataclass(slots=True)
 class AdminContext:
-    store: Store
+    store: AdminStore
     settings: Settings
     enabled_plugins: tuple[str, ...]
     node_id: str

@@ -2,10 +2,11 @@
 
 Kong's Admin API answers DAO errors with the error table itself and a status per code
 (``kong/api/endpoints.lua``, ``ERRORS_HTTP_CODES``): 400 for codes 1, 2, 3, 4, 7, 9, 10, 11, 13
-and 19, 404 for 6, 409 for 5; and plain ``{"message": ...}`` bodies for routing failures (404
-``Not found``, 405 ``Method not allowed``). A 500 means a bug here: bad input never causes one.
-Where Kong answers 500 for a database that cannot be reached, we answer 503 with the reason, so
-a client can tell "retry later" from "this is broken".
+and 19, 404 for 6, 405 for 12 (a write on a node without a database), 409 for 5; and plain
+``{"message": ...}`` bodies for routing failures (404 ``Not found``, 405 ``Method not allowed``).
+A 500 means a bug here: bad input never causes one. Where Kong answers 500 for a database that
+cannot be reached, we answer 503 with the reason, so a client can tell "retry later" from "this
+is broken".
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _STATUS_BY_CODE: Final[dict[int, int]] = {
     9: 400,
     10: 400,
     11: 400,
+    12: 405,
     13: 400,
     14: 400,
     19: 400,

@@ -14,7 +14,7 @@ from typing import Any, Final
 from zonegate.control_plane.admin_api.arguments import infer_value
 from zonegate.control_plane.admin_api.context import AdminContext
 from zonegate.control_plane.admin_api.errors import invalid_primary_key, message, not_found
-from zonegate.control_plane.store import Store
+from zonegate.control_plane.admin_api.store_port import EntityReader
 from zonegate.core.entities import BY_NAME
 from zonegate.core.entities.targets import DEFAULT_TARGET_PORT
 from zonegate.core.fields import UUID_RE
@@ -53,7 +53,7 @@ def key_value(kind: str, field: str, key: str) -> Any:
     return value
 
 
-async def certificate_by_sni(store: Store, name: str) -> Entity | None:
+async def certificate_by_sni(store: EntityReader, name: str) -> Entity | None:
     if "\x00" in name:
         return None
     sni = await store.get_by_key("snis", name)
@@ -101,7 +101,7 @@ async def find_or_404(ctx: AdminContext, kind: str, key: str, parent: Parent | N
 # -- presenting ----------------------------------------------------------------------------------------
 
 
-async def children(store: Store, kind: str, fk: str, parent_id: str) -> list[Entity]:
+async def children(store: EntityReader, kind: str, fk: str, parent_id: str) -> list[Entity]:
     found: list[Entity] = []
     offset: str | None = None
     while True:
@@ -111,7 +111,7 @@ async def children(store: Store, kind: str, fk: str, parent_id: str) -> list[Ent
             return found
 
 
-async def sni_names(store: Store, certificate_id: str) -> list[str]:
+async def sni_names(store: EntityReader, certificate_id: str) -> list[str]:
     return sorted(s["name"] for s in await children(store, "snis", "certificate", certificate_id))
 
 

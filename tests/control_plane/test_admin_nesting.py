@@ -1,0 +1,106 @@
+"""Bodies and query strings nested too deep to walk: a 400, never a 500 (nor minutes of logging one).
+
+Found while holding the Admin API to its OpenAPI document: a JSON body nested past Python's
+recursion limit, a form or query name like ``size[1][1]...[1]``, or a declarative document nested
+some hundreds of levels all ended in an unhandled ``RecursionError``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aiohttp import FormData
+
+from zonegate.control_plane.admin_api.arguments import MAX_DEPTH, parse_name, too_deep
+
+from . import admin_fixtures
+from .admin_fixtures import Admin
+
+admin = admin_fixtures.admin
+
+CANNOT_PARSE_JSON = {"message": "Cannot parse JSON body"}
+TOO_DEEP = "failed parsing declarative configuration: exceeded maximum nesting depth"
+
+
+def nested(depth: int) -> Any:
+    """A value ``depth`` levels deep: lists in lists."""
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_depth_is_measured_without_recursion() -> None:
+    assert not too_deep("text") and not too_deep({}) and not too_deep(nested(MAX_DEPTH))
+    assert too_deep(nested(MAX_DEPTH + 1))
+    assert too_deep({"a": [1, {"b": nested(MAX_DEPTH - 1)}]})
+    assert too_deep(nested(100_000))
+
+
+def test_names_nested_too_deep_are_plain_keys() -> None:
+    deep = "a" + "[1]" * (MAX_DEPTH + 1)
+
+    assert parse_name(deep, allow_maps=True) == [deep]
+    assert len(parse_name("a" + "[1]" * (MAX_DEPTH - 1), allow_maps=True)) == MAX_DEPTH
+
+
+async def test_json_nested_past_the_parser_is_cannot_parse(admin: Admin) -> None:
+    body = "[" * 100_000 + "]" * 100_000
+    headers = {"Content-Type": "application/json"}
+
+    for path in ("/services", "/config"):
+        reply = await admin.post(path, data=body, headers=headers)
+        assert (reply.status, reply.body) == (400, CANNOT_PARSE_JSON), path
+
+
+async def test_json_nested_past_the_limit_is_cannot_parse(admin: Admin) -> None:
+    # A free-form plugin config is where deep values survive validation.
+    shallow = await admin.post("/plugins", json={"name": "cors", "config": {"a": nested(MAX_DEPTH - 3)}})
+    deep = await admin.post("/plugins", json={"name": "cors", "config": {"a": nested(MAX_DEPTH)}})
+    very_deep = await admin.post("/plugins", json={"name": "cors", "config": {"a": nested(800)}})
+
+    assert shallow.status == 201
+    assert (deep.status, deep.body) == (400, CANNOT_PARSE_JSON)
+    assert (very_deep.status, very_deep.body) == (400, CANNOT_PARSE_JSON)
+
+
+async def test_query_and_form_names_nested_too_deep_are_plain_keys(admin: Admin) -> None:
+    listed = await admin.get("/services?size" + "[1]" * 800 + "=1")  # 7 kB once encoded
+    name = "name" + "[1]" * 5000
+    created = await admin.post("/services", data=f"{name}=x&host=a.example", headers=_FORM)
+
+    assert (listed.status, listed.body) == (200, {"data": [], "next": None})
+    assert created.status == 400
+    assert created.body["code"] == 2 and created.body["fields"] == {name: "unknown field"}
+
+
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize(
+    ("media", "text"),
+    [
+        ("application/x-www-form-urlencoded", "config=" + '{"a":' + "[" * 100_000 + "]" * 100_000 + "}"),
+        ("application/yaml", "a: " + "[" * 900 + "]" * 900),
+    ],
+)
+async def test_declarative_documents_nested_too_deep_are_invalid(admin: Admin, media: str, text: str) -> None:
+    reply = await admin.post("/config", data=text, headers={"Content-Type": media})
+
+    assert reply.status == 400
+    assert reply.body["code"] == 14 and reply.body["fields"] == {"@entity": [TOO_DEEP]}
+
+
+async def test_a_multipart_json_part_nested_too_deep_is_refused(admin: Admin) -> None:
+    form = FormData()
+    form.add_field("name", "cors")
+    form.add_field("config", json.dumps({"a": nested(500)}), content_type="application/json")
+
+    reply = await admin.post("/plugins", data=form)
+
+    assert (reply.status, reply.body) == (
+        400,
+        {"message": f"Cannot parse multipart body: nested deeper than {MAX_DEPTH} levels"},
+    )
