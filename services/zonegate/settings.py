@@ -485,6 +485,17 @@ _NATS_URLS: Final[Caster[tuple[str, ...]]] = Caster(
     "comma-separated nats:// or tls:// URLs", _parse_nats_urls
 )
 
+
+def _parse_domains(text: str) -> tuple[str, ...]:
+    domains = tuple(_split_list(text))
+    for domain in domains:
+        if not re.match(r"^[A-Za-z0-9_-]+$", domain):
+            raise ValueError(f"{domain!r} is not a JetStream domain (letters, digits, '-' and '_')")
+    return domains
+
+
+_DOMAINS: Final[Caster[tuple[str, ...]]] = Caster("comma-separated JetStream domains", _parse_domains)
+
 _PLUGIN_NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
@@ -793,6 +804,13 @@ SETTING_SPECS: Final[tuple[SettingSpec, ...]] = (
         kong=False,
     ),
     _spec(
+        "cluster_region_domains",
+        _DOMAINS,
+        "",
+        "JetStream domains of regions where the control plane keeps a mirror of the config stream.",
+        kong=False,
+    ),
+    _spec(
         "cluster_snapshot_history",
         integer(1, 10_000),
         "10",
@@ -899,6 +917,7 @@ class Settings:
     cluster_nats_url: tuple[str, ...]
     cluster_name: str
     cluster_js_domain: str | None
+    cluster_region_domains: tuple[str, ...]
     cluster_snapshot_history: int
     cluster_publish_interval: float
     cluster_heartbeat_interval: float
@@ -975,6 +994,16 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError(
             f"cluster_dp_labels can only be used when role = data_plane (role is {s.role})",
             setting="cluster_dp_labels",
+        )
+    if s.cluster_region_domains and s.cluster_js_domain is None:
+        raise SettingsError(
+            "cluster_region_domains needs cluster_js_domain: the hub domain the region mirrors copy from",
+            setting="cluster_js_domain",
+        )
+    if s.cluster_js_domain is not None and s.cluster_js_domain in s.cluster_region_domains:
+        raise SettingsError(
+            f"cluster_region_domains must not contain cluster_js_domain ({s.cluster_js_domain})",
+            setting="cluster_region_domains",
         )
     if s.cluster_mtls == "pki" and s.cluster_ca_cert is None:
         raise SettingsError("cluster_ca_cert must be set when cluster_mtls = pki", setting="cluster_ca_cert")

@@ -151,14 +151,16 @@ class HybridCluster:
         )
 
     def cluster_env(self) -> dict[str, str]:
-        return {
+        env = {
             "ZONEGATE_CLUSTER_CERT": str(self.cert),
             "ZONEGATE_CLUSTER_CERT_KEY": str(self.key),
-            "ZONEGATE_CLUSTER_NATS_URL": self.nats.url,
             "ZONEGATE_CLUSTER_HEARTBEAT_INTERVAL": "1",
             "ZONEGATE_CLUSTER_WATCHDOG_INTERVAL": "2",
             "ZONEGATE_LOG_LEVEL": "info",
         }
+        if self.nats.running:  # tests with servers of their own pass cluster_nats_url instead
+            env["ZONEGATE_CLUSTER_NATS_URL"] = self.nats.url
+        return env
 
     def bootstrap(self) -> None:
         env = clean_environment() | {"ZONEGATE_PG_DSN": self.dsn}

@@ -8,20 +8,24 @@ believe they lead for a moment (lock handover), the same version is stored once.
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
 from nats.js import api
-from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from zonegate.bus.subjects import Names
+from zonegate.bus.subjects import OBJECT_STREAM_PREFIX, Names
 
 log = structlog.get_logger(__name__)
 
 DUPLICATE_WINDOW_SECONDS: Final = 120.0
 # nats-py's object store default chunk is 128 KiB; bigger chunks mean fewer messages per snapshot.
 _OBJECT_CHUNK: Final = 512 * 1024
+MIRRORED_OBJECT_MAX_AGE: Final = 30 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +111,80 @@ async def put_object(js: Any, names: Names, name: str, payload: bytes) -> None:
 
 
 async def get_object(js: Any, bucket: str, name: str) -> bytes:
+    """Read an object with message gets on its stream, by name.
+
+    Not nats-py's ``ObjectStore.get``: that finds the stream by subject and reads through a
+    consumer, and a region's mirror has no subjects of its own. Message gets work on the hub's
+    stream and on a mirror alike, and need no consumer (a data plane needs no right to make one).
+    The caller checks the bytes against the signed snapshot header.
+    """
+    stream = f"{OBJECT_STREAM_PREFIX}{bucket}"
+    meta_subject = f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
     try:
-        store = await js.object_store(bucket)
-        result = await store.get(name)
-    except (BucketNotFoundError, ObjectNotFoundError, NotFoundError) as exc:
-        raise LookupError(f"snapshot payload {bucket}/{name} is not in the object store ({exc!r})") from None
-    return bytes(result.data or b"")
+        meta = await js.get_last_msg(stream, meta_subject)
+        info = json.loads(meta.data or b"{}")
+    except NotFoundError:
+        raise LookupError(f"snapshot payload {bucket}/{name} is not in the object store") from None
+    except ValueError:
+        raise LookupError(f"snapshot payload {bucket}/{name} has unreadable metadata") from None
+    if info.get("deleted") or not info.get("nuid"):
+        raise LookupError(f"snapshot payload {bucket}/{name} was deleted from the object store")
+    size = int(info.get("size", 0))
+    chunk_subject = f"$O.{bucket}.C.{info['nuid']}"
+    parts: list[bytes] = []
+    received, sequence = 0, 1
+    while received < size:
+        try:
+            chunk = await js.get_msg(stream, seq=sequence, subject=chunk_subject, next=True)
+        except NotFoundError:
+            raise LookupError(
+                f"snapshot payload {bucket}/{name} is incomplete ({received}/{size} bytes)"
+            ) from None
+        data = bytes(chunk.data or b"")
+        parts.append(data)
+        received += len(data)
+        sequence = int(chunk.seq) + 1
+    return b"".join(parts)
+
+
+async def ensure_region_mirrors(
+    client: Any, names: Names, *, hub_domain: str, region_domains: Sequence[str], history: int
+) -> list[str]:
+    """In each region's JetStream domain, a mirror of the config stream and of the payload stream.
+
+    A region's data planes read these local copies, so they boot and update from their own region
+    even while the link to the hub is cut; the mirrors catch up when it heals. Returns the domains
+    that could not be reached (the caller retries later).
+    """
+    source_api = f"$JS.{hub_domain}.API"
+    unreachable: list[str] = []
+    for domain in region_domains:
+        js = client.jetstream(domain=domain, timeout=5)
+        try:
+            for stream, extra in (
+                (names.config_stream, {"max_msgs_per_subject": history}),
+                # Deletes on the hub do not travel through a mirror: let old payloads age out.
+                (names.snapshot_object_stream, {"max_age": MIRRORED_OBJECT_MAX_AGE}),
+            ):
+                try:
+                    await js.stream_info(stream)
+                    continue
+                except NotFoundError:
+                    pass
+                await js.add_stream(
+                    api.StreamConfig(
+                        name=stream,
+                        storage=api.StorageType.FILE,
+                        mirror=api.StreamSource(name=stream, external=api.ExternalStream(api=source_api)),
+                        allow_direct=True,
+                        **extra,
+                    )
+                )
+                log.info("bus.region_mirror_created", domain=domain, stream=stream, source=source_api)
+        except Exception as exc:  # a region cut off right now: not an error worth stopping for
+            log.warning("bus.region_mirror_unavailable", domain=domain, error=repr(exc))
+            unreachable.append(domain)
+    return unreachable
 
 
 async def prune_objects(js: Any, names: Names, keep: set[str]) -> int:

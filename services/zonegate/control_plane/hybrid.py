@@ -63,6 +63,8 @@ class ControlPlaneHybrid:
                 min_interval=settings.cluster_publish_interval,
                 node_id=node_id,
                 plugin_versions=plugin_versions(settings.plugins),
+                hub_domain=settings.cluster_js_domain,
+                region_domains=settings.cluster_region_domains,
             ),
         )
         self.collector = DataPlaneCollector(

@@ -56,6 +56,8 @@ class PublisherOptions:
     node_id: str = ""
     inline_limit: int | None = None  # None: the server's max_payload minus envelope room
     plugin_versions: Mapping[str, str] | None = None
+    hub_domain: str | None = None  # this CP's JetStream domain, which region mirrors copy from
+    region_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class Publisher:
         self.last: Published | None = None
         self.published_count = 0
         self.last_error = ""
+        self._regions_pending: list[str] = list(options.region_domains)
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="publisher")
@@ -131,6 +134,8 @@ class Publisher:
         await self._bus.wait_connected()
         js = self._bus.jetstream()
         await config_stream.ensure_config_stream(js, self.options.names, history=self.options.history)
+        await config_stream.ensure_snapshot_bucket(js, self.options.names)
+        await self._ensure_regions()
         await self._read_bus_state(js)
         await self._announce()  # data planes that missed the last one while no one led
         self._wanted.set()  # publish whatever the database has that the bus does not
@@ -175,6 +180,18 @@ class Publisher:
             int(header.version), header.config_hash, stored.sequence, len(stored.data), False
         )
         log.info("publisher.bus_state", version=header.version, config_hash=header.config_hash)
+
+    async def _ensure_regions(self) -> None:
+        """Mirrors in every region domain; a region unreachable now is tried again next publish."""
+        if not self._regions_pending or self.options.hub_domain is None:
+            return
+        self._regions_pending = await config_stream.ensure_region_mirrors(
+            self._bus.client,
+            self.options.names,
+            hub_domain=self.options.hub_domain,
+            region_domains=self._regions_pending,
+            history=self.options.history,
+        )
 
     async def _announce(self) -> None:
         """Tell data planes a snapshot is in the stream (they read it there; see ``Names``)."""
@@ -259,6 +276,7 @@ class Publisher:
         )
         self.published_count += 1
         await self._announce()
+        await self._ensure_regions()
         log.info(
             "publisher.published",
             version=current.version,
