@@ -222,3 +222,26 @@ def test_another_control_plane_takes_over_publishing(
     wait_served(dp, "/two", timeout=20)
     assert time.monotonic() - started < 15
     assert "publisher.leading" in second.read_log()
+
+
+def test_a_corrupt_cache_is_moved_aside_and_reported(
+    cluster: HybridCluster, echo_upstream: EchoUpstream
+) -> None:
+    cp = cluster.add_control_plane()
+    dp = cluster.add_data_plane()
+    add_route(cp, echo_upstream, "one")
+    wait_served(dp, "/one")
+    dp.stop()
+    env = lmdb.open(str(dp.prefix / "dbless.lmdb"))
+    with env.begin(write=True) as txn:
+        txn.put(KEY_CONFIG, b"\x00 not a config")
+    env.close()
+    dp.start()
+    wait_served(dp, "/one")  # from the bus, since the cache could not be read
+
+    def reported() -> bool:
+        rows = cp.api("GET", "/clustering/data-planes")[1]["data"]
+        return any("moved aside" in (row["last_error"] or "") for row in rows)
+
+    wait_for(reported, 15, "the CP to show the cache problem")
+    assert list(dp.prefix.glob("dbless.lmdb.corrupt-*"))

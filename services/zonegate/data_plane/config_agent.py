@@ -60,6 +60,7 @@ class SyncState:
     rejected_version: int = 0
     rejected_hash: str = ""
     applied_at: float = 0.0
+    cache_problem: str = ""  # a cache found unreadable at start: reported until the node restarts
     history: list[tuple[int, bool, str]] = field(default_factory=list)  # (version, applied, reason)
 
 

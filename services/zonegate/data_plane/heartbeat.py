@@ -83,7 +83,7 @@ class Heartbeats:
             config_hash=state.config_hash,
             plugins=dict(identity.plugins),
             cert_expiry=identity.cert_expiry,
-            last_error=state.last_error or self._bus.last_error,
+            last_error=state.last_error or self._bus.last_error or state.cache_problem,
             sent_at_ms=int(time.time() * 1000),
             sync_status=state.status,
             rejected_version=state.rejected_version,

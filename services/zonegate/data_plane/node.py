@@ -94,6 +94,8 @@ class DbLessNode:
     def _read_cache(self) -> Config | None:
         assert self.cache is not None
         cached = self.cache.read()
+        if self.cache.moved_aside:  # reported to the control plane too, through the heartbeats
+            self.sync.cache_problem = f"unreadable config cache moved aside to {self.cache.moved_aside[-1]}"
         if cached is None:
             return None
         log.info(
