@@ -265,8 +265,7 @@ def start(conf: ConfOption = None) -> None:
     configure_logging(settings)
     if conf is not None:
         os.environ["ZONEGATE_CONF"] = str(conf.resolve())  # worker processes read the same file
-    if settings.database != "off":
-        # A control plane (or a traditional node, Admin API only until its proxy half exists).
+    if settings.is_control_plane:
         from zonegate.control_plane.node import ControlPlaneNode
 
         control_plane = ControlPlaneNode(settings)

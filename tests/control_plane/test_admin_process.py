@@ -210,8 +210,14 @@ def test_control_plane_serves_curl_style_forms_on_every_listener_and_stops_clean
     assert "admin.exposed_without_token" in log and "node.stopped" in log
     assert "Traceback" not in log
 
-    # A traditional node with PostgreSQL serves the Admin API too (its proxy comes later), same node id.
-    again = ControlPlane({**env, "ZONEGATE_ROLE": "traditional"}, port, tmp_path / "traditional.log")
+    # A traditional node with PostgreSQL serves the same Admin API (and proxies), same node id.
+    traditional_env = {
+        **env,
+        "ZONEGATE_ROLE": "traditional",
+        "ZONEGATE_PROXY_LISTEN": f"127.0.0.1:{free_port()}",
+        "ZONEGATE_STATUS_LISTEN": f"127.0.0.1:{free_port()}",
+    }
+    again = ControlPlane(traditional_env, port, tmp_path / "traditional.log")
     control_planes.append(again)
     again.start()
     services = http("GET", f"{again.url}/services")
@@ -219,7 +225,7 @@ def test_control_plane_serves_curl_style_forms_on_every_listener_and_stops_clean
     assert again.stop() == 0
     assert [s["name"] for s in services[1]["data"]] == ["billing"]
     assert root_again[1]["node_id"] == root[1]["node_id"]
-    assert "node.admin_only" in again.log()
+    assert "config.from_cache" not in again.log() and "Traceback" not in again.log()
 
 
 def test_the_control_plane_refuses_a_database_that_is_not_ready(

@@ -9,8 +9,9 @@ in ``<prefix>/node_id`` so it survives restarts, and the pid goes to ``<prefix>/
 SIGTERM or SIGINT stops accepting, lets in-flight requests finish within the grace period, and
 closes the store.
 
-With ``role = traditional`` and ``database = postgres`` this serves the Admin API only: the proxy
-half of a traditional node arrives with a later issue.
+A control plane also runs the hybrid-mode half (``hybrid``): publisher and data-plane collector. A
+``traditional`` node with PostgreSQL is a proxy node instead (``data_plane.node`` with the store
+as its config source, ``traditional``), which serves this same Admin API.
 """
 
 from __future__ import annotations
@@ -55,41 +56,25 @@ class ControlPlaneNode:
         self.pid_path = settings.prefix / PID_FILE
         self.wrote_pid = False  # a node that failed to start must not remove a running one's pid file
 
-    def _warn_admin_only(self) -> None:
-        if self.settings.role == "traditional":
-            log.warning(
-                "node.admin_only",
-                role=self.settings.role,
-                detail="a traditional node with database = postgres serves the Admin API only for now; "
-                "the proxy comes later",
-            )
-
     async def run(self) -> None:
         settings = self.settings
         if not settings.admin_listen:
-            raise StartError(
-                [
-                    f"admin_listen is off: a {settings.role} node with database = postgres would serve "
-                    "nothing (its proxy is not available yet)"
-                ]
-            )
+            raise StartError(["admin_listen is off: a control plane would serve nothing"])
         try:
             settings.prefix.mkdir(parents=True, exist_ok=True)
             node_id = load_node_id(settings.prefix)
         except OSError as exc:
             raise StartError([f"cannot use prefix {settings.prefix}: {exc.strerror or exc}"]) from None
         store = await open_store(settings)
-        hybrid: ControlPlaneHybrid | None = None
+        hybrid: ControlPlaneHybrid | None = None  # None only while it is being built
         try:
             # Built before anything listens: a bad cluster certificate is one line at start-up.
-            if settings.is_control_plane:
-                hybrid = ControlPlaneHybrid(settings, store, node_id)
+            hybrid = ControlPlaneHybrid(settings, store, node_id)
             app = build_app(store, settings, node_id=node_id)
             runner = await start_admin_api(app, settings, grace=GRACE_SECONDS)
             try:
                 if hybrid is not None:
                     await hybrid.start()
-                self._warn_admin_only()
                 self.pid_path.write_text(f"{os.getpid()}\n")
                 self.wrote_pid = True
                 loop = asyncio.get_running_loop()

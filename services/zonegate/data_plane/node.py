@@ -1,4 +1,4 @@
-"""The config agent of a database-less node (``data_plane``, or ``traditional`` with ``database = off``).
+"""The config agent of a proxy node: ``data_plane``, or ``traditional`` (DB-less or with PostgreSQL).
 
 The agent owns the config: it reads the declarative file (a bad file stops start-up with every
 error located), writes the active config to the LMDB cache, and hands it to the proxy, which
@@ -9,7 +9,9 @@ the running config and says why.
 SIGTERM or SIGINT drains in-flight requests within the grace period and exits. The pid goes to
 ``<prefix>/zonegate.pid`` for ``zonegate stop`` and ``zonegate reload``.
 
-The hybrid-mode bus client will live here too: it is one more source of configs for the agent.
+Config sources besides the file: the bus on a data plane (``hybrid``), the PostgreSQL store on a
+traditional node with a database (``control_plane.traditional``, which also brings the control
+plane's Admin API: Kong's default mode in one process). All apply through ``apply_config``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import os
 import signal
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 from aiohttp import web
@@ -36,6 +38,9 @@ from zonegate.data_plane.tls import ensure_default_certificate
 from zonegate.node_identity import load_node_id
 from zonegate.process_control import PID_FILE, StartError
 from zonegate.settings import Settings
+
+if TYPE_CHECKING:
+    from zonegate.control_plane.traditional import StoreFollower
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +76,7 @@ class DbLessNode:
         self.applying = asyncio.Lock()
         self.sync = SyncState()  # what a hybrid data plane serves, as its heartbeats report it
         self.hybrid: DataPlaneHybrid | None = None
+        self.follower: StoreFollower | None = None  # traditional with PostgreSQL
 
     def read_config(self) -> Config:
         path = self.settings.declarative_config
@@ -127,9 +133,16 @@ class DbLessNode:
         node_id = load_node_id(settings.prefix)
         if settings.is_data_plane:  # before anything starts: a bad cluster certificate is one line
             self.hybrid = DataPlaneHybrid(settings, self, node_id, self.sync)
-        config, from_cache = self.initial_config()
-        if not from_cache:
-            self._write_cache(config)
+        if settings.database != "off":
+            from zonegate.control_plane.traditional import StoreFollower  # only this role needs it
+
+            self.follower = StoreFollower(settings, self)
+            config = await self.follower.open()
+            self._write_cache(config, self.follower.version)
+        else:
+            config, from_cache = self.initial_config()
+            if not from_cache:
+                self._write_cache(config)
         self.config = config
         if any(listen.ssl for listen in settings.proxy_listen):
             ensure_default_certificate(settings.prefix / "ssl")  # once, before workers race for it
@@ -152,6 +165,8 @@ class DbLessNode:
                 admin_runner = await self._start_admin_api(node_id)
                 if self.hybrid is not None:
                     await self.hybrid.start()
+                if self.follower is not None:
+                    await self.follower.start()
             except OSError as exc:
                 raise StartError([f"cannot listen: {exc.strerror or exc}"]) from None
             self.pid_path.write_text(f"{os.getpid()}\n")
@@ -177,6 +192,8 @@ class DbLessNode:
                 await asyncio.gather(self.reloading, return_exceptions=True)
             if self.hybrid is not None:
                 await self.hybrid.close()
+            if self.follower is not None:
+                await self.follower.close()
             if admin_runner is not None:
                 await admin_runner.cleanup()
             await host.drain(GRACE_SECONDS)
@@ -190,6 +207,8 @@ class DbLessNode:
 
     async def _start_admin_api(self, node_id: str) -> web.AppRunner | None:
         """Kong's DB-less Admin API, on a traditional node only (see ``admin_api.dbless``)."""
+        if self.follower is not None:  # PostgreSQL: the control plane's Admin API
+            return await self.follower.start_admin_api(node_id, GRACE_SECONDS)
         from zonegate.control_plane.admin_api import dbless  # only nodes that serve it import it
 
         if not dbless.serves_admin_api(self.settings):

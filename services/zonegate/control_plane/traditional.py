@@ -1,0 +1,101 @@
+"""A traditional node with PostgreSQL: Kong's default mode, Admin API and proxy in one process.
+
+The proxy half is the same node a data plane runs (``data_plane.node``); its config source is
+the store instead of a file or the bus. It starts from one consistent snapshot and follows every
+committed version (``ConfigListener``: LISTEN plus a periodic read), applying the newest one
+through the same swap a reload uses. Bursts of writes coalesce: one apply at a time, and the
+next one reads whatever is newest by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final, Protocol
+
+import structlog
+from aiohttp import web
+
+from zonegate.control_plane.admin_api import build_app
+from zonegate.control_plane.admin_api.listeners import start_admin_api
+from zonegate.control_plane.listener import ConfigListener
+from zonegate.control_plane.node import open_store
+from zonegate.control_plane.store import Store
+from zonegate.core.canonical import config_hash
+from zonegate.core.config import Config
+from zonegate.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+POLL_SECONDS: Final = 5.0
+
+
+class SnapshotTarget(Protocol):
+    async def apply_snapshot(self, config: Config, version: int, config_hash: str) -> None: ...
+
+
+class StoreFollower:
+    def __init__(self, settings: Settings, target: SnapshotTarget) -> None:
+        self.settings = settings
+        self._target = target
+        self._store: Store | None = None
+        self._wanted = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: ConfigListener | None = None
+        self.version = 0
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "open() first"
+        return self._store
+
+    async def open(self) -> Config:
+        """Connect (one clear line if the database is not ready) and read the config to start with."""
+        self._store = await open_store(self.settings)
+        snapshot = await self._store.snapshot()
+        self.version = snapshot.version
+        return snapshot.config
+
+    async def start_admin_api(self, node_id: str, grace: float) -> web.AppRunner | None:
+        if not self.settings.admin_listen:
+            return None
+        app = build_app(self.store, self.settings, node_id=node_id)
+        return await start_admin_api(app, self.settings, grace=grace)
+
+    async def start(self) -> None:
+        listener = self.store.listen(self._on_version, poll_interval=POLL_SECONDS)
+        await listener.start()
+        self._listener = listener
+        self._task = asyncio.get_running_loop().create_task(self._follow(), name="store-follower")
+
+    def _on_version(self, version: int) -> None:
+        if version > self.version:
+            self._wanted.set()
+
+    async def _follow(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            try:
+                snapshot = await self.store.snapshot()
+                if snapshot.version <= self.version:
+                    continue
+                digest = (await asyncio.to_thread(config_hash, snapshot.config)).config_hash
+                await self._target.apply_snapshot(snapshot.config, snapshot.version, digest)
+                self.version = snapshot.version
+                log.info("config.followed", version=snapshot.version, config_hash=digest)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: keep serving, try again shortly
+                log.warning("config.follow_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+                self._wanted.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        listener = self._listener
+        if listener is not None:
+            await listener.stop()
+        if self._store is not None:
+            await self._store.close()
