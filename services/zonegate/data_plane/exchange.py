@@ -28,8 +28,12 @@ import structlog
 
 from zonegate.data_plane import responses
 from zonegate.data_plane.balancer import NewHashCookie
+from zonegate.data_plane.plugin_phases import AccessRun, PluginRequest, run_log, run_response
 from zonegate.data_plane.responses import VIA_TOKEN
 from zonegate.data_plane.upstream import PoolKey, UpstreamConnection
+from zonegate.plugins.api import PluginContext
+from zonegate.plugins.chains import EMPTY as EMPTY_CHAIN
+from zonegate.plugins.chains import Chain
 
 if TYPE_CHECKING:
     from zonegate.data_plane.balancer import Address, UpstreamBalancer
@@ -118,6 +122,8 @@ class Exchange:
         "method",
         "path",
         "pending_error",
+        "plugin_chain",
+        "plugin_ctx",
         "query",
         "rechunk_response",
         "replay_body",
@@ -194,6 +200,8 @@ class Exchange:
         self.body_bytes_in = 0
         self.body_bytes_out = 0
         self.done = False
+        self.plugin_ctx: PluginContext | None = None
+        self.plugin_chain: Chain = EMPTY_CHAIN
 
     # =========================================================================================
     # Request side
@@ -232,6 +240,26 @@ class Exchange:
             self.respond_error(503, "no Service found with those values")
             return
         self.service = service
+        plugins = runtime.plugins
+        if not plugins.empty:
+            chain = plugins.chain(match.route["id"], service.id, None, client.scheme)
+            if chain:
+                ctx = PluginContext(
+                    PluginRequest(self),
+                    match.route,
+                    plugins.indexes.by_field("services", "id").get(service.id),
+                )
+                self.plugin_ctx, self.plugin_chain = ctx, chain
+                if not AccessRun(self, chain, ctx).step():
+                    return  # answered by a plugin, or waiting for one (it calls after_access)
+        self.after_access()
+
+    def after_access(self) -> None:
+        """Plugins are done with the request: pick the upstream's balancer, then send or buffer."""
+        runtime = self.runtime
+        service = self.service
+        match = self.match
+        assert service is not None and match is not None
         if service.upstream_name is not None:
             self.balancer = runtime.balancers.get(service.upstream_name)
             if self.balancer is not None and self.balancer.hashes:
@@ -239,6 +267,7 @@ class Exchange:
                 self.hash_key = self._hash_key()
                 if isinstance(self.hash_key, NewHashCookie):
                     self.hash_cookie = self.balancer.hash_cookie_header(self.hash_key)
+        client = self.client
         route = match.route
         limit = runtime.limits.max_body_bytes
         if limit and self.content_length is not None and self.content_length > limit:
@@ -616,6 +645,12 @@ class Exchange:
         self.response_head_sent = True
         status = self.upstream_status
         self.status = status
+        ctx = self.plugin_ctx
+        plugin_lines = b""
+        if ctx is not None:
+            run_response(self, ctx, self.plugin_chain, status)
+            if ctx.response_headers:
+                plugin_lines = self._plugin_response_headers(ctx)
         options = self.runtime.headers
         keep_alive = self.keep_alive and self.client.accepting
         kept: list[bytes] = []
@@ -656,7 +691,7 @@ class Exchange:
         if self.hash_cookie is not None:
             ours += b"Set-Cookie: " + self.hash_cookie.encode("latin-1") + b"\r\n"
         self.keep_alive = keep_alive
-        head = responses.status_line(status) + b"".join(kept) + framing + ours
+        head = responses.status_line(status) + b"".join(kept) + plugin_lines + framing + ours
         head += KEEP_ALIVE_END if keep_alive else CLOSE_END
         if body:
             self.client.write(head + body)
@@ -668,6 +703,15 @@ class Exchange:
                 chunks = [b"%x\r\n%b\r\n" % (len(chunk), chunk) for chunk in chunks]
             head += b"".join(chunks)
         self.client.write(head)
+
+    def _plugin_response_headers(self, ctx: PluginContext) -> bytes:
+        """Headers plugins set replace the upstream's of the same name (Kong's ``set_header``)."""
+        names = {name.lower().encode("latin-1") for name, _ in ctx.response_headers}
+        self.response_headers = [(n, v) for n, v in self.response_headers if n.lower() not in names]
+        return b"".join(
+            name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
+            for name, value in ctx.response_headers
+        )
 
     # -- WebSocket and other upgrades ------------------------------------------------------------
 
@@ -768,7 +812,14 @@ class Exchange:
             upstream.abort()
         self.finish(client_gone=True)
 
-    def respond_error(self, status: int, message: str, *, close: bool = False) -> None:
+    def respond_error(
+        self,
+        status: int,
+        message: str,
+        *,
+        close: bool = False,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         if self.done:
             return
         if self.response_head_sent:
@@ -786,7 +837,35 @@ class Exchange:
         self.keep_alive = keep_alive
         self.client.write(
             responses.error_response(
-                status, message, self.request_id, keep_alive=keep_alive, head_only=self.method == b"HEAD"
+                status,
+                message,
+                self.request_id,
+                keep_alive=keep_alive,
+                extra_headers=extra_headers,
+                head_only=self.method == b"HEAD",
+            )
+        )
+        self.finish()
+
+    def respond_raw(
+        self, status: int, body: bytes, content_type: str | None, extra_headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """A plugin's own answer (request-termination and the like): never after a response head."""
+        if self.done or self.response_head_sent:
+            return
+        self.response_head_sent = True
+        self.status = status
+        keep_alive = self.keep_alive and self.request_complete and self.client.accepting
+        self.keep_alive = keep_alive
+        self.client.write(
+            responses.raw_response(
+                status,
+                body,
+                content_type,
+                self.request_id,
+                keep_alive=keep_alive,
+                extra_headers=extra_headers,
+                head_only=self.method == b"HEAD",
             )
         )
         self.finish()
@@ -848,4 +927,6 @@ class Exchange:
         self.done = True
         self._cancel_timer()
         self._release_target(None)
+        if self.plugin_ctx is not None:
+            run_log(self, self.plugin_ctx, self.plugin_chain)
         self.client.exchange_finished(self, client_gone=client_gone)

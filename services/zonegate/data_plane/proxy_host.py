@@ -25,6 +25,7 @@ from zonegate.data_plane.health import HealthChecker
 from zonegate.data_plane.runtime import HeaderOptions, Limits, build_runtime
 from zonegate.data_plane.server import ProxyServer
 from zonegate.data_plane.tls import CertificateSelector, ensure_default_certificate
+from zonegate.plugins.registry import loaded_handlers
 from zonegate.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -98,7 +99,9 @@ class InProcessProxy:
     async def start(self, config: Config) -> None:
         settings = self.settings
         headers, limits = runtime_options(settings)
-        runtime = build_runtime(config, headers=headers, limits=limits)
+        runtime = build_runtime(
+            config, headers=headers, limits=limits, plugin_handlers=loaded_handlers(settings.plugins)
+        )
         certificates = None
         if any(listen.ssl for listen in settings.proxy_listen):
             certificates = CertificateSelector(*ensure_default_certificate(settings.prefix / "ssl"))

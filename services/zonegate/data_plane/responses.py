@@ -75,3 +75,30 @@ def error_response(
     if not head_only:
         lines.append(body)
     return b"".join(lines)
+
+
+def raw_response(
+    status: int,
+    body: bytes,
+    content_type: str | None,
+    request_id: str,
+    *,
+    keep_alive: bool,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    head_only: bool = False,
+) -> bytes:
+    """A complete response a plugin chose (status, body, content type), in one buffer."""
+    lines = [status_line(status)]
+    if content_type:
+        lines.append(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n")
+    lines += [
+        b"Content-Length: %d\r\n" % len(body),
+        b"Server: " + SERVER_TOKEN + b"\r\n",
+        b"X-Zonegate-Request-Id: " + request_id.encode() + b"\r\n",
+    ]
+    for name, value in extra_headers or ():
+        lines.append(name + b": " + value + b"\r\n")
+    lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    if not head_only:
+        lines.append(body)
+    return b"".join(lines)

@@ -20,6 +20,8 @@ from zonegate.core.config import Config
 from zonegate.data_plane.balancer import Balancers
 from zonegate.data_plane.router import Router, compile_router
 from zonegate.data_plane.tls import UpstreamTls, build_upstream_tls
+from zonegate.plugins.api import Plugin
+from zonegate.plugins.chains import PluginSet
 
 DEFAULT_PORTS: Final = {"http": 80, "https": 443, "grpc": 80, "grpcs": 443}
 
@@ -87,6 +89,8 @@ class Runtime:
     services: Mapping[str, ServicePlan]
     headers: HeaderOptions = field(default_factory=HeaderOptions)
     limits: Limits = field(default_factory=Limits)
+    plugins: PluginSet = field(default_factory=lambda: PluginSet(Config(), {}))
+    plugin_handlers: Mapping[str, type[Plugin]] = field(default_factory=dict)
 
     @property
     def config_hash(self) -> str:
@@ -129,6 +133,7 @@ def build_runtime(
     *,
     headers: HeaderOptions | None = None,
     limits: Limits | None = None,
+    plugin_handlers: Mapping[str, type[Plugin]] | None = None,
 ) -> Runtime:
     """Compile a config; reuse the parts of ``previous`` whose sub-hashes did not change."""
     new_hash = config_hash(config)
@@ -142,6 +147,14 @@ def build_runtime(
     else:
         balancers = Balancers.build(config, previous.balancers if previous is not None else None)
     services = plan_services(config, balancers)
+    handlers = (
+        plugin_handlers if plugin_handlers is not None else (previous.plugin_handlers if previous else {})
+    )
+    if previous is not None and plugin_handlers is None and not changed & {"plugins", "rest"}:
+        plugins = previous.plugins
+    else:
+        # Plugin instances hold per-config lookups (credentials, consumers): rebuilt with them.
+        plugins = PluginSet(config, handlers)
     return Runtime(
         config=config,
         hash=new_hash,
@@ -150,4 +163,6 @@ def build_runtime(
         services=services,
         headers=headers or (previous.headers if previous else HeaderOptions()),
         limits=limits or (previous.limits if previous else Limits()),
+        plugins=plugins,
+        plugin_handlers=handlers,
     )

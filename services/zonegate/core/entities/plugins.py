@@ -1,18 +1,39 @@
 """Plugin instances, scoped globally or to a service, route and/or consumer (Kong's ``plugins``).
 
-Until plugin schemas exist, ``config`` is a free-form object; the plugin framework will validate
-it per plugin name.
+``config`` is validated against the named plugin's own schema (``zonegate.plugins.schemas``) and
+comes out with Kong's defaults filled, so every node hashes and runs the same config. A plugin
+that Kong forbids on consumers (``no_consumer``: the auth plugins) refuses a ``consumer``. A
+bundled plugin without a schema yet keeps a free-form ``config``.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from zonegate.core import fields as f
 from zonegate.core import typedefs as t
 from zonegate.core.schema import EntitySchema
+from zonegate.plugins.schemas import plugin_schema
 
 DEFAULT_PROTOCOLS: Final = ["grpc", "grpcs", "http", "https"]
+
+
+def _plugin_config(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    name = raw.get("name")
+    schema = plugin_schema(name) if isinstance(name, str) else None
+    if schema is None:
+        return raw, {}
+    errors: dict[str, Any] = {}
+    if schema.no_consumer and raw.get("consumer") is not None:
+        errors["consumer"] = "value must be null"
+    config = raw.get("config")
+    value, config_errors = schema.config.validate({} if config is None else config)
+    if config_errors:
+        errors["config"] = config_errors
+    if errors:
+        return raw, errors
+    return {**raw, "config": value}, {}
+
 
 SCHEMA: Final = EntitySchema(
     name="plugins",
@@ -33,4 +54,5 @@ SCHEMA: Final = EntitySchema(
         ("enabled", f.boolean(required=True, default=True, description="Whether the plugin runs.")),
         ("tags", t.tags),
     ),
+    prepare=(_plugin_config,),
 )

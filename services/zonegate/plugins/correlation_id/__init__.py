@@ -1,0 +1,1 @@
+"""correlation-id: give every request an id header, upstream and (optionally) back to the client."""

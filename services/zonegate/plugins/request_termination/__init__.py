@@ -1,0 +1,1 @@
+"""request-termination: answer every matching request with a fixed status and body."""
