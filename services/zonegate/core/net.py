@@ -34,7 +34,7 @@ class HostError(ValueError):
 
 
 def _port(text: str, original: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise HostError(f"invalid value: {original}")
     value = int(text)
     if not 0 <= value <= 65535:

@@ -464,11 +464,11 @@ def _split_host(host: str) -> tuple[str, int | None]:
     """("name", port) from a Host value; a port that is not all digits is part of the name."""
     if host.startswith("["):
         end = host.find("]")
-        if end != -1 and host[end + 1 : end + 2] == ":" and host[end + 2 :].isdigit():
+        if end != -1 and host[end + 1 : end + 2] == ":" and host[end + 2 :].isascii() and host[end + 2 :].isdigit():
             return host[: end + 1], int(host[end + 2 :])
         return host, None
     colon = host.find(":")
-    if colon != -1 and host[colon + 1 :].isdigit():
+    if colon != -1 and host[colon + 1 :].isascii() and host[colon + 1 :].isdigit():
         return host[:colon], int(host[colon + 1 :])
     return host, None
 

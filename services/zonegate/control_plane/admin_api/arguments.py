@@ -209,7 +209,7 @@ def parse_name(name: str, *, allow_maps: bool) -> list[Segment]:
         for key in _BRACKET_RE.findall(match[2]):
             if key == "":
                 path.append(APPEND)
-            elif key.isdigit():
+            elif key.isascii() and key.isdigit():  # Lua's %d: "¹" is a digit to Python, not to int()
                 path.append(int(key))
             elif allow_maps:
                 path.append(key)

@@ -15,9 +15,11 @@ of one small config (``billing``, ``pay``, ``ann``...), which the contract test 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+import structlog
 from aiohttp import web
 
 from zonegate import __version__
@@ -40,6 +42,8 @@ from zonegate.control_plane.admin_api.openapi_operations import (
     without_database,
 )
 from zonegate.control_plane.admin_api.routing import Handler, Routes
+
+log = structlog.get_logger(__name__)
 
 OPENAPI_VERSION: Final = "3.1.0"
 PATH: Final = DOCUMENT_PATH
@@ -181,7 +185,8 @@ def build_document(
             "adminToken": {"type": "apiKey", "in": "header", "name": TOKEN_HEADER}
         }
         document["security"] = [{"adminToken": []}]
-    return document
+    # Shared constants (error bodies, parameters) went in by reference: the caller gets its own copy.
+    return copy.deepcopy(document)
 
 
 def register(routes: Routes) -> None:
@@ -201,6 +206,11 @@ def _document_handler() -> Handler:
                 dbless=settings.database == "off",
             )
             built.append(document)
+            log.debug(
+                "admin.openapi_built",
+                paths=len(document["paths"]),
+                schemas=len(document["components"]["schemas"]),
+            )
         return json_response(built[0])
 
     return handler

@@ -35,7 +35,7 @@ def expand_url(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     # Like Kong's url shorthand this only parses; the parts are then validated as fields, so
     # a bad port reads "port: value should be between 0 and 65535".
     _, _, port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")
-    port: int | None = int(port_text) if port_text.isdigit() else None
+    port: int | None = int(port_text) if port_text.isascii() and port_text.isdigit() else None
     protocol = parts.scheme.lower() or ({80: "http", 443: "https"}.get(port or 0) or DEFAULT_PROTOCOL)
     if port is None:
         port = {"http": 80, "https": 443}.get(protocol, DEFAULT_PORT)
