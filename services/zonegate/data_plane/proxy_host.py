@@ -99,9 +99,10 @@ class InProcessProxy:
     async def start(self, config: Config) -> None:
         settings = self.settings
         headers, limits = runtime_options(settings)
-        runtime = build_runtime(
-            config, headers=headers, limits=limits, plugin_handlers=loaded_handlers(settings.plugins)
-        )
+        handlers = loaded_handlers(settings.plugins)
+        for handler in handlers.values():
+            handler.init_worker(settings)
+        runtime = build_runtime(config, headers=headers, limits=limits, plugin_handlers=handlers)
         certificates = None
         if any(listen.ssl for listen in settings.proxy_listen):
             certificates = CertificateSelector(*ensure_default_certificate(settings.prefix / "ssl"))

@@ -9,6 +9,7 @@ A plugin class declares ``NAME``, ``PRIORITY`` (Kong's values, so the order matc
 - ``response(ctx)``: when the upstream's response head is in; may change ``ctx.response_status``
   and ``ctx.response_headers`` before they go to the client.
 - ``log(ctx)``: after the response is complete; must not block (queue, then send elsewhere).
+- ``init_worker(settings)`` (classmethod): once per proxy process, before it serves.
 
 One instance per plugin entity, built when a config is applied (``__init__`` gets the validated
 entity, ``config`` with Kong's defaults filled), so per-instance state lives on ``self`` and a
@@ -21,6 +22,8 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qs, urlencode
+
+from zonegate.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,11 @@ class Plugin:
 
     def configure(self, shared: SharedIndexes) -> None:
         """Precompute what requests need (compiled patterns, lookups); runs at apply time."""
+
+    @classmethod
+    def init_worker(cls, settings: Settings) -> None:
+        """Once per proxy process, before it serves (Kong's ``init_worker``): connections or
+        state a plugin keeps across configs (e.g. a bus client for cluster-wide counters)."""
 
 
 class SharedIndexes(Protocol):

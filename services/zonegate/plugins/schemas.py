@@ -2,18 +2,20 @@
 
 Pure (core imports it to validate plugin entities), so each plugin keeps its schema in a
 ``schema`` module apart from its handler, as Kong keeps ``schema.lua`` apart from
-``handler.lua``. A bundled plugin without a schema here yet keeps a free-form ``config``.
+``handler.lua``. Plugins are found by package: every ``zonegate.plugins.<package>`` with a
+``schema`` module (``NAME``, ``CONFIG`` and optionally ``NO_CONSUMER``) is one. A bundled plugin
+without a schema yet keeps a free-form ``config``.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
 from typing import Final
 
+import zonegate.plugins
 from zonegate.core.fields import Field
-from zonegate.plugins.correlation_id import schema as correlation_id
-from zonegate.plugins.key_auth import schema as key_auth
-from zonegate.plugins.request_termination import schema as request_termination
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +25,20 @@ class PluginSchema:
     no_consumer: bool = False  # Kong's typedefs.no_consumer: cannot be scoped to a consumer
 
 
-SCHEMAS: Final[dict[str, PluginSchema]] = {
-    module.NAME: PluginSchema(module.NAME, module.CONFIG, getattr(module, "NO_CONSUMER", False))
-    for module in (correlation_id, key_auth, request_termination)
-}
+def plugin_packages() -> list[str]:
+    """The plugin packages of this build, by module name (``key_auth``, ...)."""
+    return sorted(info.name for info in pkgutil.iter_modules(zonegate.plugins.__path__) if info.ispkg)
+
+
+def _load() -> dict[str, PluginSchema]:
+    found: dict[str, PluginSchema] = {}
+    for package in plugin_packages():
+        module = importlib.import_module(f"zonegate.plugins.{package}.schema")
+        found[module.NAME] = PluginSchema(module.NAME, module.CONFIG, getattr(module, "NO_CONSUMER", False))
+    return found
+
+
+SCHEMAS: Final[dict[str, PluginSchema]] = _load()
 
 
 def plugin_schema(name: str) -> PluginSchema | None:
