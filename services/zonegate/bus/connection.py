@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from typing import Any, Final
 import nats
 import structlog
 from nats.aio.client import Client
+
+from zonegate.bus.tls import ClientTls
+from zonegate.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +51,17 @@ class BusOptions:
     js_domain: str | None = None
     max_backoff: float = 5.0
     ping_interval: int = 10  # seconds; two missed pings mark the server dead (a cut link sends no RST)
+
+
+def node_options(settings: Settings, tls: ClientTls, *, role: str, node_id: str) -> BusOptions:
+    """A node's bus options from its settings; the connection name shows in NATS monitoring."""
+    return BusOptions(
+        servers=settings.cluster_nats_url,
+        tls=tls.context,
+        tls_hostname=tls.hostname,
+        name=f"zonegate-{role}-{socket.gethostname()}-{node_id[:8]}",
+        js_domain=settings.cluster_js_domain,
+    )
 
 
 class BusConnection:

@@ -8,11 +8,9 @@ whose bus is down still takes writes, and the publisher catches up when the bus 
 
 from __future__ import annotations
 
-import socket
-
 import structlog
 
-from zonegate.bus.connection import BusConnection, BusOptions
+from zonegate.bus.connection import BusConnection, node_options
 from zonegate.bus.signing import Signer, UnusableKey
 from zonegate.bus.subjects import Names
 from zonegate.bus.tls import client_tls
@@ -43,14 +41,7 @@ class ControlPlaneHybrid:
         except (UnusableKey, ValueError) as exc:
             raise StartError([str(exc)]) from None
         self.bus = BusConnection(
-            BusOptions(
-                servers=settings.cluster_nats_url,
-                tls=tls.context,
-                tls_hostname=tls.hostname,
-                name=f"zonegate-cp-{socket.gethostname()}-{node_id[:8]}",
-                js_domain=settings.cluster_js_domain,
-            ),
-            on_connect=self._on_connect,
+            node_options(settings, tls, role="cp", node_id=node_id), on_connect=self._on_connect
         )
         self.publisher = Publisher(
             store,

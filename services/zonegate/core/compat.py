@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 SyncStatus = Literal[
     "unknown",
@@ -24,14 +24,7 @@ SyncStatus = Literal[
     "plugin_version_incompatible",
     "config_rejected",
 ]
-SYNC_STATUSES: Final[tuple[SyncStatus, ...]] = (
-    "unknown",
-    "normal",
-    "kong_version_incompatible",
-    "plugin_set_incompatible",
-    "plugin_version_incompatible",
-    "config_rejected",
-)
+SYNC_STATUSES: Final[tuple[SyncStatus, ...]] = get_args(SyncStatus)
 
 _VERSION_RE: Final = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from zonegate.bus.certificates import certificate_expiry
-from zonegate.bus.connection import BusConnection, BusOptions
+from zonegate.bus.connection import BusConnection, node_options
 from zonegate.bus.signing import UnusableKey, Verifier
 from zonegate.bus.subjects import DEFAULT_GROUP, Names
 from zonegate.bus.tls import client_tls
@@ -50,14 +50,7 @@ class DataPlaneHybrid:
             raise StartError([str(exc)]) from None
         plugins = plugin_versions(settings.plugins)
         self.bus = BusConnection(
-            BusOptions(
-                servers=settings.cluster_nats_url,
-                tls=tls.context,
-                tls_hostname=tls.hostname,
-                name=f"zonegate-dp-{socket.gethostname()}-{node_id[:8]}",
-                js_domain=settings.cluster_js_domain,
-            ),
-            on_connect=self._on_connect,
+            node_options(settings, tls, role="dp", node_id=node_id), on_connect=self._on_connect
         )
         self.agent = ConfigAgent(
             bus=self.bus,

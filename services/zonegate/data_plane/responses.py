@@ -62,19 +62,15 @@ def error_response(
 ) -> bytes:
     """A complete response with Kong's JSON error body, in one buffer for one write."""
     body = json.dumps({"message": message, "request_id": request_id}).encode()
-    lines = [
-        status_line(status),
-        b"Content-Type: application/json; charset=utf-8\r\n",
-        b"Content-Length: %d\r\n" % len(body),
-        b"Server: " + SERVER_TOKEN + b"\r\n",
-        b"X-Zonegate-Request-Id: " + request_id.encode() + b"\r\n",
-    ]
-    for name, value in extra_headers or ():
-        lines.append(name + b": " + value + b"\r\n")
-    lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
-    if not head_only:
-        lines.append(body)
-    return b"".join(lines)
+    return raw_response(
+        status,
+        body,
+        "application/json; charset=utf-8",
+        request_id,
+        keep_alive=keep_alive,
+        extra_headers=extra_headers,
+        head_only=head_only,
+    )
 
 
 def raw_response(

@@ -460,15 +460,25 @@ class _BucketBuilder:
         return main, {segment: tuple(probes) for segment, probes in grouped.items() if segment is not None}
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '¹', which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _split_host(host: str) -> tuple[str, int | None]:
     """("name", port) from a Host value; a port that is not all digits is part of the name."""
     if host.startswith("["):
         end = host.find("]")
-        if end != -1 and host[end + 1 : end + 2] == ":" and host[end + 2 :].isascii() and host[end + 2 :].isdigit():
+        if (
+            end != -1
+            and host[end + 1 : end + 2] == ":"
+            and host[end + 2 :].isascii()
+            and host[end + 2 :].isdigit()
+        ):
             return host[: end + 1], int(host[end + 2 :])
         return host, None
     colon = host.find(":")
-    if colon != -1 and host[colon + 1 :].isascii() and host[colon + 1 :].isdigit():
+    if colon != -1 and _digits(host[colon + 1 :]):
         return host[:colon], int(host[colon + 1 :])
     return host, None
 
