@@ -40,7 +40,9 @@ bench: venv
 	$(BIN)/python ops/bench/declarative_bench.py
 	$(BIN)/python ops/bench/router_bench.py
 	$(BIN)/python ops/bench/store_bench.py
+	$(BIN)/python ops/bench/admin_bench.py
 	$(BIN)/python ops/bench/proxy_bench.py
+	$(BIN)/python ops/bench/hybrid_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -119,6 +119,12 @@ def test_data_plane_permissions_read_only_and_scoped() -> None:
         assert f"{prefix}.DIRECT.GET.ZG_CONFIG_edge.>" in dp.publish_allow
         assert f"{prefix}.CONSUMER.CREATE.OBJ_ZG_SNAPSHOTS_edge.>" in dp.publish_allow
     assert "$JS.FC.OBJ_ZG_SNAPSHOTS_edge.>" in dp.publish_allow
+    # rate-limiting's cluster counters: publish (compare-and-set) on the keys, direct get of one key.
+    assert "$KV.ZG_RATELIMIT_edge.>" in dp.publish_allow
+    for prefix in ("$JS.API", "$JS.eu.API"):
+        assert f"{prefix}.DIRECT.GET.KV_ZG_RATELIMIT_edge.>" in dp.publish_allow
+    assert not any("KV_ZG_RATELIMIT_edge" in s and "DIRECT.GET" not in s for s in dp.publish_allow)
+    assert not any(s.startswith("$KV.") for s in dp.subscribe_allow)
     assert not any(".STREAM.CREATE" in s or ".STREAM.DELETE" in s or ".PURGE" in s for s in dp.publish_allow)
     assert not any(s.startswith("zg.edge.config") or s.startswith("$O.") for s in dp.publish_allow)
     for denied in (

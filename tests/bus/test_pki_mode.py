@@ -14,11 +14,12 @@ import json
 import os
 
 import nats.errors
+import pytest
 from nats.js.api import DeliverPolicy, StreamConfig
 
 from bus.support import Connected, Pki, Rendered, connect, node_settings, refused, server_logged
 from harness import NatsServerFactory
-from zonegate.bus import tls
+from zonegate.bus import ratelimit_store, tls
 from zonegate.bus.subjects import CP_QUEUE_GROUP, Names
 from zonegate.embedded.nats_server import NatsServer
 from zonegate.embedded.tls_material import client_ssl_context
@@ -216,3 +217,32 @@ async def test_certificates_without_role_or_from_another_ca_are_refused(
     assert await server_logged(server, "client didn't provide a certificate")
     # And the real data plane still gets in.
     assert not await refused(server, client_ssl_context(ca, pki.data_plane.cert, pki.data_plane.key))
+
+
+async def test_data_plane_counts_in_the_rate_limiting_bucket_and_nothing_more(
+    nats_server_factory: NatsServerFactory, pki: Pki
+) -> None:
+    server = start(nats_server_factory, pki)
+    cp = await as_control_plane(server, pki)
+    dp = await as_data_plane(server, pki)
+    try:
+        await ratelimit_store.ensure_ratelimit_bucket(cp.client.jetstream(timeout=5), NAMES)
+        js = dp.client.jetstream(timeout=5)
+        counter = ratelimit_store.Counter(key="plugin.minute.60.abc", limit=3, ttl=120)
+        # Two processes with their own view: the second one's first write conflicts, re-reads, counts.
+        first, second = ratelimit_store.ClusterCounters(NAMES), ratelimit_store.ClusterCounters(NAMES)
+        taken = [await first.take(js, [counter], ack_wait=2), await second.take(js, [counter], ack_wait=2)]
+        taken.append(await first.take(js, [counter], ack_wait=2))
+        assert [t.usage for t in taken] == [(0,), (1,), (2,)] and all(t.stop is None for t in taken)
+        assert (await second.take(js, [counter], ack_wait=2)).stop == 0  # 3 of 3: refused, not counted
+        last = await js.get_last_msg(
+            NAMES.ratelimit_stream, NAMES.ratelimit_subject(counter.key), direct=True
+        )
+        assert last.data == b"3"
+        assert violations(dp) == []
+        # ... but it cannot create or delete the bucket's stream.
+        with pytest.raises(nats.errors.TimeoutError):
+            await dp.client.request(f"$JS.API.STREAM.DELETE.{NAMES.ratelimit_stream}", b"", timeout=0.5)
+    finally:
+        await dp.client.close()
+        await cp.client.close()

@@ -309,7 +309,7 @@ def test_db_import_writes_nothing_from_an_invalid_file(dsn: str, tmp_path: Path)
     )
 
     infinite = tmp_path / "infinite.yml"
-    infinite.write_text("_format_version: '3.0'\nplugins:\n- name: cors\n  config: {x: .inf}\n")
+    infinite.write_text("_format_version: '3.0'\nplugins:\n- name: my-custom-plugin\n  config: {x: .inf}\n")
 
     refused = run(env, "config", "db-import", str(bad))
     unstorable = run(env, "config", "db-import", str(infinite))

@@ -96,7 +96,7 @@ async def test_nested_free_form_fields_round_trip_exactly(store: Store) -> None:
         "plugins",
         entity(
             "plugins",
-            name="request-transformer",
+            name="my-custom-plugin",  # no schema: a free-form config, stored as it is
             config={
                 "add": {"headers": ["x-ünïcode:✓"], "json": []},
                 "ratio": 0.1,
@@ -381,7 +381,7 @@ async def test_a_foreign_key_to_nothing_has_kongs_400_body(store: Store) -> None
 
 async def test_foreign_key_violations_on_update_and_upsert(store: Store) -> None:
     consumer = await store.insert("consumers", entity("consumers", username="ann"))
-    plugin = await store.insert("plugins", entity("plugins", name="acl", consumer=ref(consumer)))
+    plugin = await store.insert("plugins", entity("plugins", name="my-custom-plugin", consumer=ref(consumer)))
 
     with pytest.raises(ForeignKeyViolation) as on_update:
         await store.update("plugins", plugin["id"], {**plugin, "service": {"id": MISSING_ID}})

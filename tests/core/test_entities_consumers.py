@@ -143,7 +143,12 @@ def test_plugin_needs_a_name() -> None:
 
 
 def test_plugin_scopes_are_kept() -> None:
-    data = {"name": "rate-limiting", "service": {"id": SERVICE_ID}, "consumer": {"id": CONSUMER_ID}}
+    data = {
+        "name": "rate-limiting",
+        "service": {"id": SERVICE_ID},
+        "consumer": {"id": CONSUMER_ID},
+        "config": {"minute": 5},
+    }
     result = validate("plugins", data)
     assert (result["service"], result["consumer"], result["route"]) == (
         {"id": SERVICE_ID},

@@ -14,7 +14,7 @@ def test_every_package_has_a_schema_and_a_handler_of_the_same_name() -> None:
     assert plugin_packages()
     assert sorted(SCHEMAS) == sorted(HANDLERS)
     for name, handler in HANDLERS.items():
-        assert handler.NAME == name
+        assert name == handler.NAME
         # Kong's priorities, as GET / shows them.
         assert BUNDLED_PRIORITIES.get(name, handler.PRIORITY) == handler.PRIORITY
 

@@ -79,7 +79,8 @@ async def ensure_snapshot_bucket(js: Any, names: Names, *, replicas: int = 1) ->
 async def read_latest(js: Any, names: Names, group: str) -> StoredSnapshot | None:
     """The newest snapshot of ``group`` in the stream, or None when there is none (or no stream)."""
     try:
-        message = await js.get_last_msg(names.config_stream, names.config_subject(group))
+        # Direct get: the raw message, not base64 inside a JSON API reply (the stream allows it).
+        message = await js.get_last_msg(names.config_stream, names.config_subject(group), direct=True)
     except NotFoundError:
         return None
     return StoredSnapshot(int(message.seq), bytes(message.data or b""))

@@ -9,10 +9,11 @@ Invariants of every rendered file:
   there), so it should stay on loopback.
 - **Least privilege in pki mode**: certificates map to one NATS user per role through their role
   identity SAN (``bus/certificates.py``). The control plane may administer JetStream and publish
-  config; a data plane may read the config stream and the snapshot object store and publish
-  under its own subjects, nothing else, and is explicitly denied (deny wins) the config subjects,
-  the object store's subjects and every JetStream API that changes a stream. Routes, gateways
-  and leaf links map only ``SERVER_IDENTITY``, so no node certificate can open one.
+  config; a data plane may read the config stream and the snapshot object store, publish
+  under its own subjects and compare-and-set keys of the rate-limiting KV bucket, nothing else,
+  and is explicitly denied (deny wins) the config subjects, the object store's subjects and
+  every JetStream API that changes a stream. Routes, gateways and leaf links map only
+  ``SERVER_IDENTITY``, so no node certificate can open one.
 - **Nobody subscribes to a subject a stream captures** (core NATS; consumers deliver to inboxes).
   Found by test: a data plane may create consumers (it must, to read), and a push consumer
   delivers to whatever subject its creator names as soon as that subject has interest, where a
@@ -280,7 +281,8 @@ def control_plane_permissions(names: Names) -> Permissions:
 
 
 def data_plane_permissions(names: Names, domains: Sequence[str | None] = (None,)) -> Permissions:
-    """Read the config stream and the snapshot object store, publish under the data-plane subjects.
+    """Read the config stream and the snapshot object store, publish under the data-plane subjects,
+    and count in the rate-limiting bucket.
 
     Reading means: stream info, message get (nats-py's default ``get_last_msg``), direct get, and
     ephemeral consumers (the ordered consumers of a watch and of ``ObjectStore.get``), with their
@@ -304,6 +306,10 @@ def data_plane_permissions(names: Names, domains: Sequence[str | None] = (None,)
             ]
     for stream in streams:
         allow += [f"$JS.FC.{stream}.>", f"$JS.ACK.{stream}.>"]
+    # rate-limiting's cluster counters: compare-and-set publishes on the bucket's keys and direct
+    # gets of one key; no consumer, no stream API (the control plane creates the bucket).
+    allow.append(names.ratelimit_wildcard)
+    allow += [f"{prefix}.DIRECT.GET.{names.ratelimit_stream}.>" for prefix in api_prefixes(domains)]
     deny: list[str] = [names.config_wildcard, f"$O.{names.snapshot_bucket}.>"]
     for prefix in ("$JS.API", "$JS.*.API"):
         deny += [f"{prefix}.{api}" for api in _STREAM_ADMIN_APIS]

@@ -14,6 +14,9 @@ Layout, for cluster ``c``:
   A data plane publishes under ``zg.c.dp.>`` only.
 - Object store bucket ``ZG_SNAPSHOTS_c`` (its stream is ``OBJ_ZG_SNAPSHOTS_c``): snapshot payloads
   too large for one message.
+- KV bucket ``ZG_RATELIMIT_c`` (stream ``KV_ZG_RATELIMIT_c``, subjects ``$KV.ZG_RATELIMIT_c.>``):
+  rate-limiting counters of the ``cluster`` policy, shared by every data plane. The control plane
+  creates it; data planes only read and compare-and-set keys in it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ PREFIX: Final = "zg"
 DEFAULT_GROUP: Final = "default"
 CP_QUEUE_GROUP: Final = "zonegate-control-planes"
 OBJECT_STREAM_PREFIX: Final = "OBJ_"  # nats-server names an object store's stream OBJ_<bucket>
+KV_STREAM_PREFIX: Final = "KV_"  # and a KV bucket's stream KV_<bucket>
 
 # A token is what may appear between dots in a subject and in a stream name: no dots, no
 # wildcards, no whitespace. Settings already restrict cluster names to this.
@@ -73,6 +77,25 @@ class Names:
     @property
     def snapshot_object_stream(self) -> str:
         return f"{OBJECT_STREAM_PREFIX}{self.snapshot_bucket}"
+
+    # ---- cluster-wide rate-limiting counters (KV) ----
+    @property
+    def ratelimit_bucket(self) -> str:
+        return f"ZG_RATELIMIT_{self.cluster}"
+
+    @property
+    def ratelimit_stream(self) -> str:
+        return f"{KV_STREAM_PREFIX}{self.ratelimit_bucket}"
+
+    @property
+    def ratelimit_wildcard(self) -> str:
+        return f"$KV.{self.ratelimit_bucket}.>"
+
+    def ratelimit_subject(self, key: str) -> str:
+        """The subject of one counter; ``key`` is dot-separated tokens (see ``check_token``)."""
+        for token in key.split("."):
+            check_token(token, "rate-limit key token")
+        return f"$KV.{self.ratelimit_bucket}.{key}"
 
     # ---- data plane to control plane ----
     @property

@@ -17,25 +17,20 @@ Two paths reach the store and they tell clear passwords from digests differently
 
 from __future__ import annotations
 
-import hashlib
-import re
 import secrets
 from typing import Final
 
 from zonegate.core.config import Config
+from zonegate.core.entities.credentials import is_password_digest as is_digest
+from zonegate.core.entities.credentials import password_digest
 from zonegate.core.schema import Entity
 
 BASICAUTH: Final = "basicauth_credentials"
-_DIGEST_RE: Final = re.compile(r"^[0-9a-f]{40}$")
 
 
 def hash_password(consumer_id: str, password: str) -> str:
     """Kong's basic-auth digest: sha1 of the password salted with the consumer id, hex."""
-    return hashlib.sha1((password + consumer_id).encode()).hexdigest()
-
-
-def is_digest(value: object) -> bool:
-    return isinstance(value, str) and _DIGEST_RE.match(value) is not None
+    return password_digest(consumer_id, password)
 
 
 def random_secret() -> str:

@@ -259,7 +259,8 @@ class DataPlaneCollector:
             log.warning("data_planes.node_mismatch", subject=msg.subject, node_id=ack.node_id)
             return
         self.received += 1
-        log.info(
+        # Debug, not info: one line per data plane per change is CP cost that grows with DPs.
+        log.debug(
             "data_planes.ack",
             node_id=node_id,
             version=ack.version,

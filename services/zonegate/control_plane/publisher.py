@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import structlog
 
-from zonegate.bus import config_stream, snapshot
+from zonegate.bus import config_stream, ratelimit_store, snapshot
 from zonegate.bus.connection import BusConnection, backoff_delay
 from zonegate.bus.signing import Signer
 from zonegate.bus.subjects import DEFAULT_GROUP, Names
@@ -135,6 +135,10 @@ class Publisher:
         js = self._bus.jetstream()
         await config_stream.ensure_config_stream(js, self.options.names, history=self.options.history)
         await config_stream.ensure_snapshot_bucket(js, self.options.names)
+        try:  # rate-limiting's cluster counters; never a reason to stop publishing config
+            await ratelimit_store.ensure_ratelimit_bucket(js, self.options.names)
+        except Exception as exc:
+            log.warning("publisher.ratelimit_bucket_failed", error=repr(exc))
         await self._ensure_regions()
         await self._read_bus_state(js)
         await self._announce()  # data planes that missed the last one while no one led

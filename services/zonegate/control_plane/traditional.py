@@ -20,7 +20,7 @@ from zonegate.control_plane.admin_api.listeners import start_admin_api
 from zonegate.control_plane.listener import ConfigListener
 from zonegate.control_plane.node import open_store
 from zonegate.control_plane.store import Store
-from zonegate.core.canonical import config_hash
+from zonegate.core.canonical import ConfigHash, config_hash
 from zonegate.core.config import Config
 from zonegate.settings import Settings
 
@@ -30,7 +30,9 @@ POLL_SECONDS: Final = 5.0
 
 
 class SnapshotTarget(Protocol):
-    async def apply_snapshot(self, config: Config, version: int, config_hash: str) -> None: ...
+    async def apply_snapshot(
+        self, config: Config, version: int, hashes: ConfigHash, payload: bytes | None = None
+    ) -> None: ...
 
 
 class StoreFollower:
@@ -79,8 +81,9 @@ class StoreFollower:
                 snapshot = await self.store.snapshot()
                 if snapshot.version <= self.version:
                     continue
-                digest = (await asyncio.to_thread(config_hash, snapshot.config)).config_hash
-                await self._target.apply_snapshot(snapshot.config, snapshot.version, digest)
+                hashes = await asyncio.to_thread(config_hash, snapshot.config)
+                await self._target.apply_snapshot(snapshot.config, snapshot.version, hashes)
+                digest = hashes.config_hash
                 self.version = snapshot.version
                 log.info("config.followed", version=snapshot.version, config_hash=digest)
             except asyncio.CancelledError:

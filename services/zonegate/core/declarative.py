@@ -25,6 +25,7 @@ import yaml
 
 from zonegate.core.config import Config
 from zonegate.core.entities import BY_NAME, KINDS, NESTED
+from zonegate.core.entities.credentials import is_password_digest, password_digest
 from zonegate.core.errors import ENTITY_KEY, DeclarativeConfigError
 from zonegate.core.fields import MISSING, UUID_RE
 from zonegate.core.schema import TIMESTAMP_FIELDS, Entity, EntitySchema
@@ -350,7 +351,18 @@ def load(data: Any) -> Config:
                 index.keys[kind].setdefault(str(entity[schema.endpoint_key]), entity["id"])
             result.setdefault(kind, []).append(_without_timestamps(entity))
     errors.raise_if_any()
+    _hash_clear_passwords(result.get("basicauth_credentials", []))
     return Config.build(result)
+
+
+def _hash_clear_passwords(credentials: list[Entity]) -> None:
+    """Kong hashes basic-auth passwords when it loads a file (its ``_transform``); so do we, with
+    the control plane's rule: a value that is already a digest (an export) is kept, so a config
+    never holds a clear password, whether it goes to the LMDB cache, a snapshot or an export."""
+    for credential in credentials:
+        password = credential["password"]
+        if not is_password_digest(password):
+            credential["password"] = password_digest(credential["consumer"]["id"], password)
 
 
 def _without_timestamps(entity: Entity) -> Entity:

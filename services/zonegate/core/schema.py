@@ -138,6 +138,15 @@ def at_least_one_of(*names: str) -> EntityCheck:
     return EntityCheck(names, fn, runs_with_invalid=())
 
 
+def only_one_of(*names: str) -> EntityCheck:
+    def fn(entity: Entity) -> dict[str, Any]:
+        if sum(not is_empty(entity.get(n)) for n in names) <= 1:
+            return {}
+        return {ENTITY_KEY: [f"only one of these fields must be non-empty: {_quoted(names)}"]}
+
+    return EntityCheck(names, fn, runs_with_invalid=())
+
+
 def all_or_none_of(*names: str) -> EntityCheck:
     def fn(entity: Entity) -> dict[str, Any]:
         present = [not is_empty(entity.get(n)) for n in names]

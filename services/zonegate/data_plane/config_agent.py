@@ -35,6 +35,7 @@ from zonegate.bus.snapshot import OpenedSnapshot, SnapshotRejected, decode_paylo
 from zonegate.bus.subjects import Names
 from zonegate.bus.v1 import bus_pb2
 from zonegate.core import compat
+from zonegate.core.canonical import ConfigHash
 from zonegate.core.config import Config
 
 _LAG_RETRIES: Final = 5
@@ -46,7 +47,11 @@ log = structlog.get_logger(__name__)
 class SnapshotTarget(Protocol):
     """What the agent applies snapshots to: the node, which swaps the proxy and writes the cache."""
 
-    async def apply_snapshot(self, config: Config, version: int, config_hash: str) -> None: ...
+    async def apply_snapshot(
+        self, config: Config, version: int, hashes: ConfigHash, payload: bytes | None = None
+    ) -> None:
+        """``payload``: the snapshot's compressed canonical JSON, cached as it is (no re-encoding)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -194,7 +199,7 @@ class ConfigAgent:
             return
         decoded = time.monotonic()
         try:
-            await self._target.apply_snapshot(config, opened.version, opened.config_hash)
+            await self._target.apply_snapshot(config, opened.version, opened.hashes, payload)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # valid but not appliable (a bug): keep serving, say why

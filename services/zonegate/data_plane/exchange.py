@@ -15,6 +15,10 @@ Invariants:
 - Bodies are streamed. With ``request_buffering`` or ``response_buffering`` (Kong's defaults)
   up to ``Limits.buffer_bytes`` are gathered first, which lets a small response leave in one
   write and a small request be retried on another target; past that limit the exchange streams.
+  A plugin's ``body`` phase gets the whole response body the same way (whatever the route's
+  buffering), and a body past the limit streams untouched.
+- Requests without plugins never touch the plugin machinery: one ``plugin_ctx is None`` check
+  per phase boundary.
 """
 
 from __future__ import annotations
@@ -28,7 +32,14 @@ import structlog
 
 from zonegate.data_plane import responses
 from zonegate.data_plane.balancer import NewHashCookie
-from zonegate.data_plane.plugin_phases import AccessRun, PluginRequest, run_log, run_response
+from zonegate.data_plane.plugin_phases import (
+    AccessRun,
+    PluginRequest,
+    local_response,
+    run_body,
+    run_log,
+    run_response,
+)
 from zonegate.data_plane.responses import VIA_TOKEN
 from zonegate.data_plane.upstream import PoolKey, UpstreamConnection
 from zonegate.plugins.api import PluginContext
@@ -36,6 +47,8 @@ from zonegate.plugins.chains import EMPTY as EMPTY_CHAIN
 from zonegate.plugins.chains import Chain
 
 if TYPE_CHECKING:
+    import asyncio
+
     from zonegate.data_plane.balancer import Address, UpstreamBalancer
     from zonegate.data_plane.client import ClientConnection
     from zonegate.data_plane.router import Match
@@ -99,6 +112,8 @@ class Exchange:
         "balancer",
         "body_bytes_in",
         "body_bytes_out",
+        "body_limit",
+        "body_waiter",
         "buffered_request",
         "buffered_response",
         "buffering_request",
@@ -199,6 +214,9 @@ class Exchange:
         self.status = 0
         self.body_bytes_in = 0
         self.body_bytes_out = 0
+        # Request body limit (client_max_body_size, or stricter from a plugin); None: unlimited.
+        self.body_limit: int | None = runtime.limits.max_body_bytes or None
+        self.body_waiter: asyncio.Future[None] | None = None  # a plugin waits for the whole body
         self.done = False
         self.plugin_ctx: PluginContext | None = None
         self.plugin_chain: Chain = EMPTY_CHAIN
@@ -269,9 +287,9 @@ class Exchange:
                     self.hash_cookie = self.balancer.hash_cookie_header(self.hash_key)
         client = self.client
         route = match.route
-        limit = runtime.limits.max_body_bytes
-        if limit and self.content_length is not None and self.content_length > limit:
-            self.respond_error(413, responses.BODY_TOO_LARGE)
+        limit = self.body_limit
+        if limit is not None and self.content_length is not None and self.content_length > limit:
+            self.respond_error(self._body_limit_status(), responses.BODY_TOO_LARGE)
             return
         self.buffering_request = bool(route.get("request_buffering")) and not self.upgrade
         self.buffering_response = bool(route.get("response_buffering")) and not self.upgrade
@@ -297,9 +315,9 @@ class Exchange:
         if self.done:
             return
         self.body_bytes_in += len(chunk)
-        limit = self.runtime.limits.max_body_bytes
-        if limit and self.body_bytes_in > limit:
-            self.respond_error(413, responses.BODY_TOO_LARGE, close=True)
+        limit = self.body_limit
+        if limit is not None and self.body_bytes_in > limit:
+            self.respond_error(self._body_limit_status(), responses.BODY_TOO_LARGE, close=True)
             return
         if self.upstream is not None and self.head_sent_upstream:
             self.upstream.write(self._frame_request_chunk(chunk))
@@ -312,6 +330,18 @@ class Exchange:
                 self.open_upstream()
         if self.upstream is None and self.body_bytes_in > self.runtime.limits.buffer_bytes:
             self.client.pause_reading()  # hold the client until the upstream can take the bytes
+            if self.body_waiter is not None:
+                self._wake_body_waiter()  # too big to hold whole: the plugin gets None
+
+    def _body_limit_status(self) -> int:
+        ctx = self.plugin_ctx
+        return ctx.body_limit_status if ctx is not None else 413
+
+    def _wake_body_waiter(self) -> None:
+        waiter = self.body_waiter
+        self.body_waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def client_body_complete(self) -> None:
         self.request_complete = True
@@ -328,6 +358,8 @@ class Exchange:
             and self.upstream is None
         ):
             self.open_upstream()
+        elif self.body_waiter is not None:
+            self._wake_body_waiter()
 
     def _frame_request_chunk(self, chunk: bytes) -> bytes:
         if self.chunked_request:
@@ -582,8 +614,30 @@ class Exchange:
         if status in NO_BODY_STATUSES:
             self._send_response_head(body_length=None, no_body=True)
             return  # httptools ends 204 and 304 messages itself
+        if self.plugin_ctx is not None:
+            self._plugin_response_head(self.plugin_ctx)
         if not self.buffering_response:
             self._send_response_head(body_length=None)
+
+    def _plugin_response_head(self, ctx: PluginContext) -> None:
+        """The response phase as soon as the head is in; hold the body if a plugin wants it."""
+        run_response(self, ctx, self.plugin_chain, self.upstream_status, self.response_headers)
+        if not ctx.body_wanted:
+            return
+        length = next((v for k, v in self.response_headers if k.lower() == b"content-length"), None)
+        if length is not None and length.isdigit() and int(length) > self.runtime.limits.buffer_bytes:
+            self._body_too_large(ctx)
+            return
+        self.buffering_response = True
+
+    def _body_too_large(self, ctx: PluginContext) -> None:
+        ctx.body_wanted = False
+        log.warning(
+            "plugins.body_not_buffered",
+            request_id=self.request_id,
+            limit=self.runtime.limits.buffer_bytes,
+            reason="the response body is larger than the buffer: streamed untouched",
+        )
 
     def _head_done(self, upstream: UpstreamConnection | None, keep_alive: bool) -> None:
         if self.done:
@@ -602,6 +656,8 @@ class Exchange:
             self.buffered_response.append(chunk)
             if self.body_bytes_out > self.runtime.limits.buffer_bytes:
                 self.buffering_response = False
+                if self.plugin_ctx is not None and self.plugin_ctx.body_wanted:
+                    self._body_too_large(self.plugin_ctx)
                 self._send_response_head(body_length=None)
             return
         self.client.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.rechunk_response else chunk)
@@ -613,6 +669,9 @@ class Exchange:
         if not self.response_head_sent:
             body = b"".join(self.buffered_response)
             self.buffered_response = []
+            ctx = self.plugin_ctx
+            if ctx is not None and ctx.body_wanted:
+                body = run_body(self, ctx, self.plugin_chain, body)
             self._send_response_head(body_length=len(body), body=body)
         elif self.rechunk_response:
             self.client.write(LAST_CHUNK)
@@ -646,11 +705,9 @@ class Exchange:
         status = self.upstream_status
         self.status = status
         ctx = self.plugin_ctx
-        plugin_lines = b""
         if ctx is not None:
-            run_response(self, ctx, self.plugin_chain, status)
-            if ctx.response_headers:
-                plugin_lines = self._plugin_response_headers(ctx)
+            run_response(self, ctx, self.plugin_chain, status, self.response_headers)  # once
+            status = self.status = ctx.response_status
         options = self.runtime.headers
         keep_alive = self.keep_alive and self.client.accepting
         kept: list[bytes] = []
@@ -691,7 +748,7 @@ class Exchange:
         if self.hash_cookie is not None:
             ours += b"Set-Cookie: " + self.hash_cookie.encode("latin-1") + b"\r\n"
         self.keep_alive = keep_alive
-        head = responses.status_line(status) + b"".join(kept) + plugin_lines + framing + ours
+        head = responses.status_line(status) + b"".join(kept) + framing + ours
         head += KEEP_ALIVE_END if keep_alive else CLOSE_END
         if body:
             self.client.write(head + body)
@@ -703,15 +760,6 @@ class Exchange:
                 chunks = [b"%x\r\n%b\r\n" % (len(chunk), chunk) for chunk in chunks]
             head += b"".join(chunks)
         self.client.write(head)
-
-    def _plugin_response_headers(self, ctx: PluginContext) -> bytes:
-        """Headers plugins set replace the upstream's of the same name (Kong's ``set_header``)."""
-        names = {name.lower().encode("latin-1") for name, _ in ctx.response_headers}
-        self.response_headers = [(n, v) for n, v in self.response_headers if n.lower() not in names]
-        return b"".join(
-            name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
-            for name, value in ctx.response_headers
-        )
 
     # -- WebSocket and other upgrades ------------------------------------------------------------
 
@@ -826,6 +874,12 @@ class Exchange:
             self.client.close()
             self.finish()
             return
+        ctx = self.plugin_ctx
+        if ctx is not None and not ctx.response_ran:
+            # Kong runs the plugins' header and body filters on its own errors too (CORS on a 502).
+            body = responses.error_body(message, self.request_id)
+            self.respond_local(status, body, responses.JSON_CONTENT_TYPE, extra_headers or [], close=close)
+            return
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
@@ -847,15 +901,32 @@ class Exchange:
         )
         self.finish()
 
-    def respond_raw(
-        self, status: int, body: bytes, content_type: str | None, extra_headers: list[tuple[bytes, bytes]]
+    def respond_local(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str | None,
+        extra_headers: list[tuple[bytes, bytes]],
+        *,
+        close: bool = False,
     ) -> None:
-        """A plugin's own answer (request-termination and the like): never after a response head."""
+        """An answer of our own (a plugin's exit, or an error on a request with plugins), after
+        the plugins' response and body phases: never after a response head."""
+        if self.done or self.response_head_sent:
+            return
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.abort()
+        ctx = self.plugin_ctx
+        if ctx is not None:
+            status, body, extra_headers = local_response(self, ctx, status, body, content_type, extra_headers)
+            content_type = None  # among the headers now
         if self.done or self.response_head_sent:
             return
         self.response_head_sent = True
         self.status = status
-        keep_alive = self.keep_alive and self.request_complete and self.client.accepting
+        keep_alive = self.keep_alive and self.request_complete and not close and self.client.accepting
         self.keep_alive = keep_alive
         self.client.write(
             responses.raw_response(
@@ -928,5 +999,7 @@ class Exchange:
         self._cancel_timer()
         self._release_target(None)
         if self.plugin_ctx is not None:
+            if self.body_waiter is not None:
+                self._wake_body_waiter()
             run_log(self, self.plugin_ctx, self.plugin_chain)
         self.client.exchange_finished(self, client_gone=client_gone)

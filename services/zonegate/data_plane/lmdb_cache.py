@@ -93,6 +93,10 @@ class ConfigCache:
         payload = zstandard.ZstdCompressor(level=3).compress(
             json.dumps(canonical_document(config), separators=(",", ":")).encode()
         )
+        self.write_compressed(payload, config_hash, version)
+
+    def write_compressed(self, payload: bytes, config_hash: str, version: int = 0) -> None:
+        """``payload``: zstd of the canonical JSON document (a snapshot's payload is exactly that)."""
         meta_bytes = json.dumps(
             {
                 "format": FORMAT,

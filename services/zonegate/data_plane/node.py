@@ -26,7 +26,7 @@ import structlog
 from aiohttp import web
 
 from zonegate.core import declarative
-from zonegate.core.canonical import config_hash
+from zonegate.core.canonical import ConfigHash, config_hash
 from zonegate.core.config import Config
 from zonegate.core.errors import DeclarativeConfigError
 from zonegate.data_plane.config_agent import SyncState
@@ -115,11 +115,22 @@ class DbLessNode:
             self.sync.version, self.sync.config_hash = cached.version, cached.config_hash
         return cached.config
 
-    def _write_cache(self, config: Config, version: int | None = None, digest: str | None = None) -> None:
-        """``version``: a control plane's; None for a local change (reload, POST /config)."""
+    def _write_cache(
+        self,
+        config: Config,
+        version: int | None = None,
+        digest: str | None = None,
+        payload: bytes | None = None,
+    ) -> None:
+        """``version``: a control plane's; None for a local change (reload, POST /config).
+        ``payload``: the snapshot's compressed canonical JSON, stored as it came."""
         assert self.cache is not None
         self.version = self.version + 1 if version is None else version
-        self.cache.write(config, digest or config_hash(config).config_hash, self.version)
+        digest = digest or config_hash(config).config_hash
+        if payload is not None:
+            self.cache.write_compressed(payload, digest, self.version)
+        else:
+            self.cache.write(config, digest, self.version)
 
     async def run(self) -> None:
         settings = self.settings
@@ -250,12 +261,19 @@ class DbLessNode:
             return
         log.info("config.reloaded", config_hash=host.config_hash)
 
-    async def apply_snapshot(self, config: Config, version: int, config_hash: str) -> None:
+    async def apply_snapshot(
+        self, config: Config, version: int, hashes: ConfigHash, payload: bytes | None = None
+    ) -> None:
         """A control plane's snapshot, checked by the config agent: cache it, then serve it."""
-        await self.apply_config(config, version=version, digest=config_hash)
+        await self.apply_config(config, version=version, hashes=hashes, payload=payload)
 
     async def apply_config(
-        self, config: Config, *, version: int | None = None, digest: str | None = None
+        self,
+        config: Config,
+        *,
+        version: int | None = None,
+        hashes: ConfigHash | None = None,
+        payload: bytes | None = None,
     ) -> None:
         """Make a validated config the active one: LMDB cache first, then the proxy.
 
@@ -266,6 +284,7 @@ class DbLessNode:
         if host is None:
             raise RuntimeError("the node is not started")
         async with self.applying:
-            await asyncio.to_thread(self._write_cache, config, version, digest)
-            await host.apply(config)
+            digest = hashes.config_hash if hashes is not None else None
+            await asyncio.to_thread(self._write_cache, config, version, digest, payload)
+            await host.apply(config, hashes)
             self.config = config

@@ -8,25 +8,41 @@ has consumer-scoped instances, the chain is looked up again for that consumer an
 (lower priorities, names not run yet) continues from the new chain, as Kong's plugins iterator
 does. A phase that returns an awaitable pauses only its request: the rest runs when it is done.
 A plugin that raises answers 500 with the request id and is logged; the worker goes on.
+
+The response phase runs once per request, on whatever answers the client: the upstream's
+response, a plugin's ``Exit`` or the proxy's own error (Kong runs ``header_filter`` and
+``body_filter`` on all three). The ``body`` phase runs on a whole body, when a response phase
+asked for it; the exchange buffers it up to its limit, and past it streams untouched.
+
+A plugin may wait for the whole request body in its access phase (``ctx.wait_body()``): the
+client is read on while the access phase waits, up to the buffer limit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 import structlog
 
-from zonegate.data_plane import responses
+from zonegate.data_plane import log_serializer, responses
+from zonegate.data_plane.real_ip import real_client_ip
 from zonegate.plugins.api import Exit, Plugin, PluginContext
 from zonegate.plugins.chains import Chain
 
 if TYPE_CHECKING:
+    import asyncio
+
     from zonegate.data_plane.exchange import Exchange
 
 log = structlog.get_logger(__name__)
+
+_PATH_SAFE: Final = "/%:@!$&'()*+,;=-._~"  # RFC 3986 path characters, escapes kept as they are
+_UNSAFE_IN_HEADER: Final = str.maketrans({"\r": "%0D", "\n": "%0A", "\0": "%00"})
 
 
 class PluginRequest:
@@ -51,7 +67,14 @@ class PluginRequest:
 
     @property
     def client_ip(self) -> str:
-        return self.exchange.client.peer_bytes.decode("latin-1")
+        """Kong's ``kong.client.get_ip``: the peer, or from a trusted peer its real-IP header."""
+        client = self.exchange.client
+        if not client.trusted:
+            return client.peer_ip
+        server = client.server
+        wanted = server.real_ip_header
+        values = [v.decode("latin-1") for k, v in self.exchange.headers if k.lower() == wanted]
+        return real_client_ip(client.peer_ip, ", ".join(values), server.is_trusted, server.real_ip_recursive)
 
     @property
     def request_id(self) -> str:
@@ -68,6 +91,91 @@ class PluginRequest:
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
         return self.exchange.headers
+
+    @property
+    def uri_captures(self) -> Mapping[str, str]:
+        match = self.exchange.match
+        return match.uri_captures if match is not None else {}
+
+    @property
+    def uri_groups(self) -> tuple[str, ...]:
+        match = self.exchange.match
+        return match.uri_groups if match is not None else ()
+
+    def set_method(self, method: str) -> None:
+        self.exchange.method = method.encode("latin-1")
+
+    def set_upstream_path(self, path: str) -> None:
+        match = self.exchange.match
+        if match is not None:  # routing results are immutable: the request gets its own copy
+            # Escaped as Kong's set_path does: whatever a plugin renders stays one request line.
+            path = quote(path, safe=_PATH_SAFE)
+            self.exchange.match = dataclasses.replace(match, upstream_path=path)
+
+    def set_upstream_host(self, host: str) -> None:
+        match = self.exchange.match
+        if match is not None:
+            host = host.translate(_UNSAFE_IN_HEADER).encode("latin-1", "replace").decode("latin-1")
+            self.exchange.match = dataclasses.replace(match, upstream_host=host)
+
+    @property
+    def body_bytes(self) -> int:
+        return self.exchange.body_bytes_in
+
+    @property
+    def body_ready(self) -> bool:
+        exchange = self.exchange
+        return (
+            exchange.request_complete
+            or exchange.head_sent_upstream
+            or exchange.body_bytes_in > exchange.runtime.limits.buffer_bytes
+        )
+
+    def body(self) -> bytes | None:
+        exchange = self.exchange
+        if (
+            not exchange.request_complete
+            or exchange.head_sent_upstream
+            or exchange.body_bytes_in > exchange.runtime.limits.buffer_bytes
+        ):
+            return None
+        return b"".join(exchange.buffered_request)
+
+    async def wait_body(self) -> bytes | None:
+        exchange = self.exchange
+        if not self.body_ready and not exchange.done:
+            if exchange.expect_continue:
+                # As nginx does when Kong reads the body: the client waits for this before sending.
+                exchange.expect_continue = False
+                exchange.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            waiter: asyncio.Future[None] = exchange.client.loop.create_future()
+            exchange.body_waiter = waiter
+            exchange.resume_client_reading()
+            try:
+                await waiter
+            finally:
+                exchange.body_waiter = None
+        return self.body()
+
+    def set_body(self, body: bytes) -> None:
+        exchange = self.exchange
+        if not exchange.request_complete or exchange.head_sent_upstream:
+            raise RuntimeError("the request body is not held whole")
+        # _attach sends what is buffered with its own Content-Length: the new body is framed right.
+        exchange.buffered_request = [body] if body else []
+
+    def serialize(self) -> dict[str, Any]:
+        ctx = self.exchange.plugin_ctx
+        assert ctx is not None
+        return log_serializer.serialize(self.exchange, ctx)
+
+    def limit_body(self, max_bytes: int) -> bool:
+        exchange = self.exchange
+        current = exchange.body_limit
+        if current is not None and current <= max_bytes:
+            return False
+        exchange.body_limit = max_bytes
+        return True
 
 
 class AccessRun:
@@ -152,28 +260,55 @@ def fail(exchange: Exchange, plugin: Plugin, phase: str) -> None:
 
 
 def respond_exit(exchange: Exchange, result: Exit) -> None:
-    """Write a plugin's own response (and the headers plugins set so far), then finish."""
+    """Write a plugin's own response, then finish. Its headers replace those plugins set so far
+    (Kong's ``kong.response.exit``), and the response phases run on it."""
     if exchange.done:
         return
-    extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in result.headers.items()]
-    ctx = exchange.plugin_ctx
-    if ctx is not None:
-        extra += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in ctx.response_headers]
-    if result.message is not None:
-        exchange.respond_error(result.status, result.message, extra_headers=extra)
-        return
     content_type: str | None
-    if result.json is not None:
+    if result.message is not None:
+        body = responses.error_body(result.message, exchange.request_id)
+        content_type = responses.JSON_CONTENT_TYPE
+    elif result.json is not None:
         body = json.dumps(result.json, separators=(",", ":")).encode()
-        content_type = result.content_type or "application/json; charset=utf-8"
+        content_type = result.content_type or responses.JSON_CONTENT_TYPE
     else:
         body = result.body or b""
         content_type = result.content_type
-    exchange.respond_raw(result.status, body, content_type, extra)
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in result.headers.items()]
+    exchange.respond_local(result.status, body, content_type, headers)
 
 
-def run_response(exchange: Exchange, ctx: PluginContext, chain: Chain, status: int) -> None:
+def local_response(
+    exchange: Exchange,
+    ctx: PluginContext,
+    status: int,
+    body: bytes,
+    content_type: str | None,
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The response and body phases over a response the proxy writes itself (a plugin's exit
+    or a proxy error): the final status, body and headers (Content-Type among them)."""
+    final: list[tuple[bytes, bytes]] = []
+    ctx.attach_response(final)
+    if content_type:
+        final.append((b"Content-Type", content_type.encode("latin-1")))
+    for name, value in headers:
+        ctx.set_response_header(name.decode("latin-1"), value.decode("latin-1"))
+    run_response(exchange, ctx, exchange.plugin_chain, status, final)
+    if ctx.body_wanted and exchange.method != b"HEAD":
+        body = run_body(exchange, ctx, exchange.plugin_chain, body)
+    return ctx.response_status, body, final
+
+
+def run_response(
+    exchange: Exchange, ctx: PluginContext, chain: Chain, status: int, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """The response phase, once per request, over ``headers`` (edited in place)."""
+    if ctx.response_ran:
+        return
+    ctx.response_ran = True
     ctx.response_status = status
+    ctx.attach_response(headers)
     for plugin in chain:
         response = getattr(plugin, "response", None)
         if response is None:
@@ -184,6 +319,19 @@ def run_response(exchange: Exchange, ctx: PluginContext, chain: Chain, status: i
             log.exception(
                 "plugin.failed", plugin=plugin.NAME, phase="response", request_id=exchange.request_id
             )
+
+
+def run_body(exchange: Exchange, ctx: PluginContext, chain: Chain, body: bytes) -> bytes:
+    """The body phase: each plugin that has one gets the whole body and returns the new one."""
+    for plugin in chain:
+        body_phase = getattr(plugin, "body", None)
+        if body_phase is None:
+            continue
+        try:
+            body = body_phase(ctx, body)
+        except Exception:
+            log.exception("plugin.failed", plugin=plugin.NAME, phase="body", request_id=exchange.request_id)
+    return body
 
 
 def run_log(exchange: Exchange, ctx: PluginContext, chain: Chain) -> None:

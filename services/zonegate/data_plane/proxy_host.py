@@ -19,12 +19,16 @@ from typing import Any, Final, Protocol
 
 import structlog
 
+from zonegate.core.canonical import ConfigHash
 from zonegate.core.config import Config
 from zonegate.data_plane.access_log import AccessLog
 from zonegate.data_plane.health import HealthChecker
+from zonegate.data_plane.heap import without_gc
 from zonegate.data_plane.runtime import HeaderOptions, Limits, build_runtime
 from zonegate.data_plane.server import ProxyServer
 from zonegate.data_plane.tls import CertificateSelector, ensure_default_certificate
+from zonegate.plugins.prometheus.exporter import wants_upstream_health
+from zonegate.plugins.prometheus.metrics import REGISTRY
 from zonegate.plugins.registry import loaded_handlers
 from zonegate.settings import Settings
 
@@ -39,11 +43,13 @@ class ProxyHost(Protocol):
 
     async def start(self, config: Config) -> None: ...
 
-    async def apply(self, config: Config) -> None: ...
+    async def apply(self, config: Config, hashes: ConfigHash | None = None) -> None: ...
 
     async def stats(self) -> dict[str, int]: ...
 
     async def upstream_health(self, name: str, balancer_health: bool) -> Any | None: ...
+
+    async def metrics(self) -> dict[str, Any]: ...
 
     async def drain(self, grace: float) -> None: ...
 
@@ -117,17 +123,20 @@ class InProcessProxy:
             pool_idle_timeout=settings.upstream_keepalive_idle_timeout,
             trusted_ips=settings.trusted_ips,
             real_ip_header=settings.real_ip_header,
+            real_ip_recursive=settings.real_ip_recursive,
         )
         await self.health.start(runtime.balancers)
         await self.server.listen(settings.proxy_listen, reuse_port=self.reuse_port)
         self.config_hash = runtime.config_hash
 
-    async def apply(self, config: Config) -> None:
+    async def apply(self, config: Config, hashes: ConfigHash | None = None) -> None:
         server = self.server
         assert server is not None
         # Compiling the router for a large config is long: in a thread, off the event loop
         # (build_runtime is pure; the swap below is one assignment on the loop).
-        runtime = await asyncio.to_thread(build_runtime, config, server.runtime)
+        runtime = await asyncio.to_thread(
+            without_gc, build_runtime, config, server.runtime, known_hash=hashes
+        )
         # Resolve new target names and start their probes before any request can pick them.
         await self.health.update(runtime.balancers)
         server.set_runtime(runtime)
@@ -145,6 +154,14 @@ class InProcessProxy:
             "total_requests": counters.total_requests,
             **process_memory(),
         }
+
+    async def metrics(self) -> dict[str, Any]:
+        """This process's prometheus counts, and target health when an instance asks for it."""
+        server = self.server
+        health: list[list[Any]] = []
+        if server is not None and wants_upstream_health(server.runtime.config):
+            health = [[balancer.name, balancer.health()] for balancer in server.runtime.balancers]
+        return {"snapshots": [REGISTRY.snapshot()], "upstream_health": health}
 
     async def upstream_health(self, name: str, balancer_health: bool) -> Any | None:
         server = self.server
@@ -239,8 +256,8 @@ class WorkerPool:
             except (ConnectionError, TimeoutError, ValueError) as exc:
                 log.error("worker.restart_failed", index=worker.index, error=str(exc))
 
-    async def apply(self, config: Config) -> None:
-        del config  # already in LMDB
+    async def apply(self, config: Config, hashes: ConfigHash | None = None) -> None:
+        del config, hashes  # already in LMDB
         for worker in self.workers:
             try:
                 reply = await worker.call({"op": "reload"})
@@ -270,6 +287,20 @@ class WorkerPool:
                 continue
             return reply.get("health")
         return None
+
+    async def metrics(self) -> dict[str, Any]:
+        """Every worker counts for itself: the agent asks each and the exporter sums them."""
+        snapshots: list[Any] = []
+        health: list[Any] = []
+        for worker in self.workers:
+            try:
+                reply = await worker.call({"op": "metrics"})
+            except (ConnectionError, TimeoutError, ValueError):
+                continue
+            collected = reply.get("metrics") or {}
+            snapshots += collected.get("snapshots") or []
+            health = health or collected.get("upstream_health") or []
+        return {"snapshots": snapshots, "upstream_health": health}
 
     async def drain(self, grace: float) -> None:
         self._draining = True

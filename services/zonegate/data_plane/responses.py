@@ -51,6 +51,14 @@ def status_line(status: int) -> bytes:
     return line if line is not None else b"HTTP/1.1 %d %s\r\n" % (status, reason(status))
 
 
+JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"
+
+
+def error_body(message: str, request_id: str) -> bytes:
+    """Kong's JSON error body."""
+    return json.dumps({"message": message, "request_id": request_id}).encode()
+
+
 def error_response(
     status: int,
     message: str,
@@ -61,11 +69,10 @@ def error_response(
     head_only: bool = False,
 ) -> bytes:
     """A complete response with Kong's JSON error body, in one buffer for one write."""
-    body = json.dumps({"message": message, "request_id": request_id}).encode()
     return raw_response(
         status,
-        body,
-        "application/json; charset=utf-8",
+        error_body(message, request_id),
+        JSON_CONTENT_TYPE,
         request_id,
         keep_alive=keep_alive,
         extra_headers=extra_headers,

@@ -134,9 +134,12 @@ def build_runtime(
     headers: HeaderOptions | None = None,
     limits: Limits | None = None,
     plugin_handlers: Mapping[str, type[Plugin]] | None = None,
+    known_hash: ConfigHash | None = None,
 ) -> Runtime:
-    """Compile a config; reuse the parts of ``previous`` whose sub-hashes did not change."""
-    new_hash = config_hash(config)
+    """Compile a config; reuse the parts of ``previous`` whose sub-hashes did not change.
+
+    ``known_hash``: the hashes a signed snapshot carries, so the config is not hashed again."""
+    new_hash = known_hash if known_hash is not None else config_hash(config)
     changed = new_hash.changed_groups(previous.hash if previous is not None else None)
     if previous is not None and not changed & {"routes", "services"}:
         router = previous.router

@@ -81,6 +81,7 @@ class ProxyServer:
         pool_idle_timeout: float = 60.0,
         trusted_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
         real_ip_header: str = "X-Real-IP",
+        real_ip_recursive: bool = False,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.runtime = runtime
@@ -97,6 +98,7 @@ class ProxyServer:
         # Kong's trusted_ips: from these peers, X-Forwarded-* and the real-IP header are believed.
         self.trusted_ips = trusted_ips
         self.real_ip_header = real_ip_header.lower().encode("latin-1")
+        self.real_ip_recursive = real_ip_recursive
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(8).hex()
         self._idle_timer: asyncio.TimerHandle | None = None

@@ -4,7 +4,9 @@
 Kong's does (and on a hybrid data plane ``clustering``: bus connection, applied version, sync
 status and the last refusal); ``/status/ready`` answers 200 only once a non-empty config is loaded (load
 balancers and Kubernetes probes rely on that), and ``/upstreams/{name}/health`` shows the
-balancer's view of each target.
+balancer's view of each target. ``/metrics`` is Kong's Prometheus endpoint (see
+``plugins.prometheus.exporter``): with workers, the agent asks each worker for its counts and
+sums them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from aiohttp import web
 
 from zonegate import __version__
 from zonegate.data_plane.proxy_host import ProxyHost
+from zonegate.plugins.prometheus.exporter import exposition
 from zonegate.settings import Listen
+
+EXPOSITION_TYPE: str = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text format
 
 NOT_READY: str = "no configuration available (empty configuration present)"
 
@@ -70,7 +75,19 @@ def build_app(
             return web.json_response({"message": "Not found"}, status=404)
         return web.json_response({"data": data, "next": None, "node_id": node_id})
 
+    async def metrics(_: web.Request) -> web.Response:
+        host = get_host()
+        text = exposition(
+            node_id=node_id,
+            version=__version__,
+            stats=await host.stats() if host is not None else {},
+            collected=await host.metrics() if host is not None else {},
+            clustering=clustering(),
+        )
+        return web.Response(body=text.encode(), headers={"Content-Type": EXPOSITION_TYPE})
+
     app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/status/ready", ready)
     app.router.add_get("/upstreams/{name}/health", upstream_health)
     return app

@@ -74,6 +74,8 @@ async def run_worker(settings: Settings) -> None:
                     await reply({"ok": True, "config_hash": proxy.config_hash})
             elif op == "stats":
                 await reply({"ok": True, "stats": await proxy.stats()})
+            elif op == "metrics":
+                await reply({"ok": True, "metrics": await proxy.metrics()})
             elif op == "health":
                 health = await proxy.upstream_health(
                     str(message["upstream"]), bool(message.get("balancer_health"))

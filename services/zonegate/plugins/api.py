@@ -6,8 +6,14 @@ A plugin class declares ``NAME``, ``PRIORITY`` (Kong's values, so the order matc
 - ``access(ctx)``: after routing, before the upstream is picked. Returns ``None`` to go on, an
   ``Exit`` to answer the client itself (short-circuit), or an awaitable of either when it must
   wait on I/O (the proxy pauses that request only).
-- ``response(ctx)``: when the upstream's response head is in; may change ``ctx.response_status``
-  and ``ctx.response_headers`` before they go to the client.
+- ``response(ctx)``: when the response head is known (the upstream's, or one the proxy or a plugin
+  answers itself, as Kong's ``header_filter`` runs on ``kong.response.exit`` and on proxy errors
+  too); may change ``ctx.response_status`` and the headers (``ctx.set_response_header``,
+  ``add_response_header``, ``clear_response_header``) before they go to the client. A plugin that
+  needs the whole body calls ``ctx.buffer_response_body()`` here.
+- ``body(ctx, body) -> bytes``: the whole response body, when a response phase asked for it;
+  returns the body to send (the proxy fixes ``Content-Length``). Bodies larger than the buffer
+  limit are streamed untouched instead, and this phase does not run.
 - ``log(ctx)``: after the response is complete; must not block (queue, then send elsewhere).
 - ``init_worker(settings)`` (classmethod): once per proxy process, before it serves.
 
@@ -20,10 +26,28 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Final, Protocol
 from urllib.parse import parse_qs, urlencode
 
 from zonegate.settings import Settings
+
+# Framing is the proxy's business on each side: plugins cannot set these on a response.
+_FRAMING_HEADERS: Final = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade"}
+)
+# A value may come from the client (a template, a query argument): it must not end the header
+# line. Escaped as OpenResty escapes them, so the header keeps a value.
+_UNSAFE: Final = str.maketrans({"\r": "%0D", "\n": "%0A", "\0": "%00"})
+
+
+def _encode(text: str) -> bytes:
+    """Header bytes: latin-1 as HTTP/1.1 has it, UTF-8 for what latin-1 cannot carry; CR, LF and
+    NUL escaped."""
+    text = text.translate(_UNSAFE)
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +92,75 @@ class RequestView(Protocol):
         """The request headers as they will go upstream (mutable in place)."""
         ...
 
+    @property
+    def uri_captures(self) -> Mapping[str, str]:
+        """Named groups of the regex path that matched (Kong's ``uri_captures`` by name)."""
+        ...
+
+    @property
+    def uri_groups(self) -> tuple[str, ...]:
+        """Numbered groups of that regex, in order (Kong's ``uri_captures[1]``...)."""
+        ...
+
+    def set_method(self, method: str) -> None:
+        """The method sent upstream (Kong's ``kong.service.request.set_method``)."""
+        ...
+
+    def set_upstream_path(self, path: str) -> None:
+        """The path sent upstream, replacing the routed one (``kong.service.request.set_path``)."""
+        ...
+
+    def set_upstream_host(self, host: str) -> None:
+        """The ``Host`` header sent upstream (``kong.service.request.set_header("Host", ...)``)."""
+        ...
+
+    @property
+    def body_bytes(self) -> int:
+        """Request body bytes received so far."""
+        ...
+
+    @property
+    def body_ready(self) -> bool:
+        """The body is complete, or will never be held whole (too large, or already streaming)."""
+        ...
+
+    def body(self) -> bytes | None:
+        """The whole request body once ``body_ready``; ``None`` when it is not held whole."""
+        ...
+
+    def wait_body(self) -> Awaitable[bytes | None]:
+        """Read the rest of the body (answering ``Expect: 100-continue``), then ``body()``."""
+        ...
+
+    def set_body(self, body: bytes) -> None:
+        """Replace the body sent upstream (only a body that is held whole)."""
+        ...
+
+    def limit_body(self, max_bytes: int) -> bool:
+        """Answer 413 once more than ``max_bytes`` arrive; True when this limit is the strictest."""
+        ...
+
+    def serialize(self) -> dict[str, Any]:
+        """Kong's ``kong.log.serialize()`` of the finished exchange (for log phases)."""
+        ...
+
 
 class PluginContext:
     """Per-request state shared by the plugins of one chain (Kong's ``kong.ctx`` and PDK calls)."""
 
     __slots__ = (
+        "_log_entry",
         "_query",
+        "_response_list",
         "authenticated_groups",
+        "body_limit_status",
+        "body_wanted",
         "consumer",
         "credential",
         "query_changed",
         "request",
         "response_headers",
+        "response_ran",
         "response_status",
         "route",
         "service",
@@ -101,6 +182,12 @@ class PluginContext:
         self.response_status = 0
         self.query_changed = False
         self._query: dict[str, list[str]] | None = None
+        self._log_entry: dict[str, Any] | None = None
+        # Set by the proxy when the response phase starts: the headers that go to the client.
+        self._response_list: list[tuple[bytes, bytes]] | None = None
+        self.response_ran = False
+        self.body_wanted = False
+        self.body_limit_status = 413
 
     # -- request ------------------------------------------------------------------------------
 
@@ -137,11 +224,14 @@ class PluginContext:
     # -- the request that goes upstream --------------------------------------------------------
 
     def set_header(self, name: str, value: str) -> None:
+        if name.lower() == "host":
+            self.request.set_upstream_host(value)  # the proxy writes Host itself
+            return
         self.clear_header(name)
-        self.request.headers.append((name.encode("latin-1"), value.encode("latin-1")))
+        self.request.headers.append((_encode(name), _encode(value)))
 
     def add_header(self, name: str, value: str) -> None:
-        self.request.headers.append((name.encode("latin-1"), value.encode("latin-1")))
+        self.request.headers.append((_encode(name), _encode(value)))
 
     def clear_header(self, name: str) -> None:
         wanted = name.lower().encode("latin-1")
@@ -151,6 +241,42 @@ class PluginContext:
         self._query = {k: list(v) for k, v in query.items()}
         self.request.query_bytes = urlencode(self._query, doseq=True).encode("latin-1")
         self.query_changed = True
+
+    def set_raw_query(self, query: bytes) -> None:
+        """The query string sent upstream, already encoded (without the ``?``)."""
+        self.request.query_bytes = query
+        self._query = None
+        self.query_changed = True
+
+    def set_method(self, method: str) -> None:
+        self.request.set_method(method)
+
+    def set_path(self, path: str) -> None:
+        self.request.set_upstream_path(path)
+
+    # -- the request body ------------------------------------------------------------------------
+
+    @property
+    def body_ready(self) -> bool:
+        return self.request.body_ready
+
+    def body(self) -> bytes | None:
+        return self.request.body()
+
+    def wait_body(self) -> Awaitable[bytes | None]:
+        """Await this in an async access phase: the rest of the body is read first (Kong's
+        ``kong.request.get_raw_body``); ``None`` when it is larger than the proxy buffers."""
+        return self.request.wait_body()
+
+    def set_body(self, body: bytes) -> None:
+        self.request.set_body(body)
+
+    def limit_request_body(self, max_bytes: int, status: int = 413) -> bool:
+        """Answer ``status`` with Kong's "Request size limit exceeded" as soon as the body grows
+        past ``max_bytes`` (counted while it streams). False when it already has."""
+        if self.request.limit_body(max_bytes):
+            self.body_limit_status = status
+        return self.request.body_bytes <= max_bytes
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -162,10 +288,77 @@ class PluginContext:
 
     # -- the response to the client -------------------------------------------------------------
 
+    # Before the response phase, headers set here wait in ``response_headers`` and replace the
+    # response's own of the same name; from the response phase on, the calls below edit the
+    # very list of headers that goes to the client.
+
     def set_response_header(self, name: str, value: str) -> None:
         lowered = name.lower()
+        headers = self._response_list
+        if headers is None:
+            self.response_headers = [(k, v) for k, v in self.response_headers if k.lower() != lowered]
+            self.response_headers.append((name, value))
+            return
+        if lowered in _FRAMING_HEADERS:
+            return
+        wanted = _encode(lowered)
+        headers[:] = [(k, v) for k, v in headers if k.lower() != wanted]
+        headers.append((_encode(name), _encode(value)))
+
+    def add_response_header(self, name: str, value: str) -> None:
+        """Another value for the header, after the ones it has (Kong's ``add_header``)."""
+        headers = self._response_list
+        if headers is None:
+            self.response_headers.append((name, value))
+        elif name.lower() not in _FRAMING_HEADERS:
+            headers.append((_encode(name), _encode(value)))
+
+    def clear_response_header(self, name: str) -> None:
+        lowered = name.lower()
         self.response_headers = [(k, v) for k, v in self.response_headers if k.lower() != lowered]
-        self.response_headers.append((name, value))
+        headers = self._response_list
+        if headers is not None and lowered not in _FRAMING_HEADERS:
+            wanted = _encode(lowered)
+            headers[:] = [(k, v) for k, v in headers if k.lower() != wanted]
+
+    def response_header_values(self, name: str) -> list[str]:
+        lowered = name.lower()
+        headers = self._response_list
+        if headers is None:
+            return [v for k, v in self.response_headers if k.lower() == lowered]
+        wanted = _encode(lowered)
+        return [v.decode("latin-1") for k, v in headers if k.lower() == wanted]
+
+    def response_header(self, name: str) -> str | None:
+        """The first value of a response header (case-insensitive), as Kong's ``get_header``."""
+        values = self.response_header_values(name)
+        return values[0] if values else None
+
+    def response_header_items(self) -> list[tuple[str, str]]:
+        """Every response header, in order (names as they will be sent)."""
+        headers = self._response_list
+        if headers is None:
+            return list(self.response_headers)
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+
+    def attach_response(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """The proxy hands over the response's header list (edited in place from now on); headers
+        set earlier replace the response's own of the same name."""
+        pending, self.response_headers = self.response_headers, []
+        self._response_list = headers
+        for name, value in pending:
+            self.set_response_header(name, value)
+
+    def serialize(self) -> dict[str, Any]:
+        """Kong's ``kong.log.serialize()``: built once per request, for log-phase plugins only
+        (the same dict for every plugin of the chain: treat it as read-only)."""
+        if self._log_entry is None:
+            self._log_entry = self.request.serialize()
+        return self._log_entry
+
+    def buffer_response_body(self) -> None:
+        """From a response phase: hold the whole body and run the ``body`` phases on it."""
+        self.body_wanted = True
 
 
 class Plugin:
@@ -196,5 +389,7 @@ class SharedIndexes(Protocol):
     def consumer(self, id_or_username: str) -> Mapping[str, Any] | None: ...
 
     def by_field(self, kind: str, field_name: str) -> Mapping[Any, Mapping[str, Any]]: ...
+
+    def grouped(self, kind: str, field_name: str) -> Mapping[Any, tuple[Mapping[str, Any], ...]]: ...
 
     def of(self, kind: str) -> tuple[Mapping[str, Any], ...]: ...

@@ -48,6 +48,7 @@ class ConfigIndexes:
     def __init__(self, config: Config) -> None:
         self._config = config
         self._by_field: dict[tuple[str, str], dict[Any, Mapping[str, Any]]] = {}
+        self._grouped: dict[tuple[str, str], dict[Any, tuple[Mapping[str, Any], ...]]] = {}
 
     def of(self, kind: str) -> tuple[Mapping[str, Any], ...]:
         return self._config.of(kind)
@@ -58,6 +59,23 @@ class ConfigIndexes:
         if index is None:
             index = {e[field_name]: e for e in self._config.of(kind) if e.get(field_name) is not None}
             self._by_field[key] = index
+        return index
+
+    def grouped(self, kind: str, field_name: str) -> Mapping[Any, tuple[Mapping[str, Any], ...]]:
+        """Entities of ``kind`` by a field that many share; a foreign key groups by the id it
+        references (``grouped("acls", "consumer")``: a consumer's groups)."""
+        key = (kind, field_name)
+        index = self._grouped.get(key)
+        if index is None:
+            lists: dict[Any, list[Mapping[str, Any]]] = {}
+            for entity in self._config.of(kind):
+                value = entity.get(field_name)
+                if isinstance(value, Mapping):
+                    value = value.get("id")
+                if value is not None:
+                    lists.setdefault(value, []).append(entity)
+            index = {value: tuple(entities) for value, entities in lists.items()}
+            self._grouped[key] = index
         return index
 
     def consumer(self, id_or_username: str) -> Mapping[str, Any] | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zonegate.plugins.api import PluginContext
+from zonegate.plugins.api import Exit, PluginContext, SharedIndexes
 
 CONSUMER_ID = "X-Consumer-ID"
 CONSUMER_CUSTOM_ID = "X-Consumer-Custom-ID"
@@ -16,14 +16,19 @@ ANONYMOUS = "X-Anonymous-Consumer"
 
 
 def set_consumer_headers(
-    ctx: PluginContext, consumer: Mapping[str, Any] | None, credential: Mapping[str, Any] | None
+    ctx: PluginContext,
+    consumer: Mapping[str, Any] | None,
+    credential: Mapping[str, Any] | None,
+    identifier: str = "id",
 ) -> None:
+    """``identifier``: the credential field Kong sends as ``X-Credential-Identifier`` (key-auth:
+    ``id``, basic-auth: ``username``, jwt: ``key``)."""
     ctx.authenticate(consumer, credential)
     for header, value in (
         (CONSUMER_ID, consumer.get("id") if consumer else None),
         (CONSUMER_CUSTOM_ID, consumer.get("custom_id") if consumer else None),
         (CONSUMER_USERNAME, consumer.get("username") if consumer else None),
-        (CREDENTIAL_IDENTIFIER, credential.get("id") if credential else None),
+        (CREDENTIAL_IDENTIFIER, credential.get(identifier) if credential else None),
     ):
         if value:
             ctx.set_header(header, str(value))
@@ -33,3 +38,13 @@ def set_consumer_headers(
         ctx.clear_header(ANONYMOUS)
     else:
         ctx.set_header(ANONYMOUS, "true")
+
+
+def set_anonymous_consumer(ctx: PluginContext, shared: SharedIndexes, anonymous: str) -> Exit | None:
+    """A failed authentication with ``anonymous`` configured: go on as that consumer, or answer
+    500 when it does not exist (Kong 3.9's message)."""
+    consumer = shared.consumer(anonymous)
+    if consumer is None:
+        return Exit(500, f"anonymous consumer {anonymous} is configured but doesn't exist")
+    set_consumer_headers(ctx, consumer, None)
+    return None

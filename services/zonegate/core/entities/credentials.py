@@ -1,10 +1,17 @@
 """Credentials that the auth plugins own: key-auth keys, basic-auth users, JWT secrets, ACL groups.
 
 They hang off a consumer and go when it goes (Kong's ``on_delete = "cascade"``).
+
+Invariant: a basic-auth password is kept only as Kong's digest, ``sha1(password .. consumer_id)``
+in lower-case hex (``kong/plugins/basic-auth/crypto.lua``); data planes compare digests. Whatever
+loads credentials from outside (declarative files, the Admin API) hashes clear passwords with
+``password_digest``; a value that already looks like a digest (``is_password_digest``) is kept.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any, Final
 
 from zonegate.core import fields as f
@@ -28,6 +35,19 @@ KEYAUTH: Final = EntitySchema(
         ("tags", t.tags),
     ),
 )
+
+_DIGEST_RE: Final = re.compile(r"^[0-9a-f]{40}$")
+
+
+def password_digest(consumer_id: str, password: str | bytes) -> str:
+    """Kong's basic-auth digest of ``password`` for that consumer (bytes: as the client sent them)."""
+    raw = password if isinstance(password, bytes) else password.encode()
+    return hashlib.sha1(raw + consumer_id.encode()).hexdigest()
+
+
+def is_password_digest(value: object) -> bool:
+    return isinstance(value, str) and _DIGEST_RE.match(value) is not None
+
 
 BASICAUTH: Final = EntitySchema(
     name="basicauth_credentials",

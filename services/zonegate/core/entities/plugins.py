@@ -12,7 +12,8 @@ from typing import Any, Final
 
 from zonegate.core import fields as f
 from zonegate.core import typedefs as t
-from zonegate.core.schema import EntitySchema
+from zonegate.core.errors import ENTITY_KEY
+from zonegate.core.schema import EntityCheck, EntitySchema
 from zonegate.plugins.schemas import plugin_schema
 
 DEFAULT_PROTOCOLS: Final = ["grpc", "grpcs", "http", "https"]
@@ -30,9 +31,24 @@ def _plugin_config(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     value, config_errors = schema.config.validate({} if config is None else config)
     if config_errors:
         errors["config"] = config_errors
+    else:
+        _run_entity_checks(schema.entity_checks, value, errors)
     if errors:
         return raw, errors
     return {**raw, "config": value}, {}
+
+
+def _run_entity_checks(
+    checks: tuple[EntityCheck, ...], config: dict[str, Any], errors: dict[str, Any]
+) -> None:
+    """Kong's plugin ``entity_checks`` name fields ``config.<name>``; so does their view here."""
+    view = {f"config.{name}": value for name, value in config.items()}
+    for check in checks:
+        for key, found in check.fn(view).items():
+            if key == ENTITY_KEY:
+                errors.setdefault(ENTITY_KEY, []).extend(found)
+            else:
+                errors.setdefault("config", {})[key.removeprefix("config.")] = found
 
 
 SCHEMA: Final = EntitySchema(

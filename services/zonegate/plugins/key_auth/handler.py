@@ -40,7 +40,9 @@ class KeyAuth(Plugin):
         self.credentials = shared.by_field("keyauth_credentials", "key")
         self.shared = shared
         self.loaded_at = time.time()
-        self.realm = f'Key realm="{self.config.get("realm") or "zonegate"}"'
+        # Kong 3.x: "Key" alone unless a realm is configured.
+        realm = self.config.get("realm")
+        self.realm = f'Key realm="{realm}"' if realm else "Key"
 
     def access(self, ctx: PluginContext) -> AccessResult:
         config = self.config
@@ -55,7 +57,7 @@ class KeyAuth(Plugin):
         if anonymous:
             consumer = self.shared.consumer(anonymous)
             if consumer is None:
-                return Exit(500, "An unexpected error occurred")
+                return Exit(500, f"anonymous consumer {anonymous} is configured but doesn't exist")
             set_consumer_headers(ctx, consumer, None)
             return None
         return failure

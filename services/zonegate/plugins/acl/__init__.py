@@ -1,0 +1,1 @@
+"""acl: allow or deny consumers by the groups they belong to."""

@@ -1,0 +1,1 @@
+"""basic-auth: authenticate with a user name and password (``Authorization: Basic``)."""

@@ -1,0 +1,1 @@
+"""cors: answer CORS preflights and add the CORS headers to responses."""

@@ -1,0 +1,1 @@
+"""jwt: authenticate with a signed JSON Web Token (HS, RS, ES, PS and EdDSA algorithms)."""

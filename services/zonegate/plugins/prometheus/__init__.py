@@ -1,0 +1,1 @@
+"""prometheus: Kong's request metrics (status codes, latencies, bandwidth) on the Status API's /metrics."""

@@ -1,0 +1,191 @@
+"""rate-limiting's handler: Kong 3.x's identifiers, fixed windows, headers and 429.
+
+``local`` counts in this process (``local_counters``). ``cluster`` counts in a JetStream KV bucket
+that every data plane shares (``zonegate.bus.ratelimit_store``), through a bus connection of this
+proxy process opened in ``init_worker`` (data planes only). Each request waits at most
+``CLUSTER_TIMEOUT`` for the bus; when it cannot be reached, ``fault_tolerant`` counts locally and
+proxies (one warning per outage), else the request gets Kong's 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import structlog
+
+from zonegate import __version__
+from zonegate.bus.connection import BusConnection, node_options
+from zonegate.bus.ratelimit_store import TTL_MARGIN_SECONDS, ClusterCounters, Counter
+from zonegate.bus.subjects import Names
+from zonegate.bus.tls import client_tls
+from zonegate.plugins.api import AccessResult, Exit, Plugin, PluginContext, SharedIndexes
+from zonegate.plugins.rate_limiting import local_counters
+from zonegate.plugins.rate_limiting.schema import PERIODS
+from zonegate.plugins.rate_limiting.windows import LENGTH, seconds_left, window_start
+from zonegate.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+CLUSTER_TIMEOUT: Final = 0.1  # seconds a request may wait for the shared counters
+UNEXPECTED: Final = "An unexpected error occurred"
+X_LIMIT: Final = {p: f"X-RateLimit-Limit-{p.capitalize()}" for p in PERIODS}
+X_REMAINING: Final = {p: f"X-RateLimit-Remaining-{p.capitalize()}" for p in PERIODS}
+
+
+@dataclass(slots=True)
+class _Cluster:
+    """This process's way to the shared counters."""
+
+    connection: BusConnection
+    counters: ClusterCounters
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    degraded: bool = False  # an outage was logged; cleared when the bus answers again
+
+
+_cluster: _Cluster | None = None
+
+
+def identify(config: Mapping[str, Any], ctx: PluginContext) -> str:
+    """Kong's ``get_identifier``: what ``limit_by`` names, else the client IP."""
+    by = config["limit_by"]
+    value: Any = None
+    if by == "consumer":
+        value = (ctx.consumer or ctx.credential or {}).get("id")
+    elif by == "credential":
+        value = (ctx.credential or {}).get("id")
+    elif by == "service":
+        value = (ctx.service or {}).get("id")
+    elif by == "header":
+        value = ctx.header(config["header_name"])
+    elif by == "path" and ctx.path == config["path"]:
+        value = ctx.path
+    return str(value) if value else ctx.client_ip
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _token(identifier: str) -> str:
+    return hashlib.blake2b(identifier.encode(), digest_size=16).hexdigest()
+
+
+class RateLimiting(Plugin):
+    NAME = "rate-limiting"
+    PRIORITY = 910
+    VERSION = __version__
+
+    def configure(self, shared: SharedIndexes) -> None:
+        config = self.config
+        self.limits: tuple[tuple[str, float], ...] = tuple(
+            (period, config[period]) for period in PERIODS if config.get(period) is not None
+        )
+        self.cluster = config["policy"] == "cluster"
+
+    @classmethod
+    def init_worker(cls, settings: Settings) -> None:
+        global _cluster
+        if _cluster is not None or not settings.is_data_plane or settings.cluster_cert is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            tls = client_tls(settings)
+        except Exception as exc:  # no bus: the cluster policy falls back as when NATS is down
+            log.warning("rate_limiting.no_bus", error=repr(exc))
+            return
+        options = node_options(settings, tls, role="dp-ratelimit", node_id=str(os.getpid()))
+        _cluster = _Cluster(BusConnection(options), ClusterCounters(Names(settings.cluster_name)))
+        task = loop.create_task(_cluster.connection.start(), name="rate-limiting-bus")
+        _cluster.tasks.add(task)
+        task.add_done_callback(_cluster.tasks.discard)
+
+    def access(self, ctx: PluginContext) -> AccessResult:
+        now = time.time()
+        identifier = identify(self.config, ctx)
+        starts = [window_start(period, now) for period, _ in self.limits]
+        if self.cluster:
+            return self._cluster_access(ctx, identifier, starts, now)
+        return self._local(ctx, identifier, starts, now)
+
+    def _local(self, ctx: PluginContext, identifier: str, starts: Sequence[int], now: float) -> Exit | None:
+        periods = [period for period, _ in self.limits]
+        keys = [(self.id, identifier, period, start) for period, start in zip(periods, starts, strict=True)]
+        used = local_counters.usage(keys)
+        stop = next((i for i, (_, limit) in enumerate(self.limits) if limit - used[i] <= 0), None)
+        if stop is None:
+            ends = [start + LENGTH[period] for period, start in zip(periods, starts, strict=True)]
+            local_counters.increment(keys, ends, now)
+        return self._answer(ctx, used, stop, starts, now)
+
+    async def _cluster_access(
+        self, ctx: PluginContext, identifier: str, starts: Sequence[int], now: float
+    ) -> Exit | None:
+        cluster = _cluster
+        if cluster is None or not cluster.connection.is_connected:
+            return self._fallback(ctx, identifier, starts, now, "the bus is not connected")
+        token = _token(identifier)
+        counters = [
+            Counter(
+                key=f"{self.id}.{period}.{start}.{token}",
+                limit=limit,
+                ttl=LENGTH[period] + LENGTH[period] // 10 + TTL_MARGIN_SECONDS,
+            )
+            for (period, limit), start in zip(self.limits, starts, strict=True)
+        ]
+        try:
+            async with asyncio.timeout(CLUSTER_TIMEOUT):
+                taken = await cluster.counters.take(
+                    cluster.connection.jetstream(), counters, ack_wait=CLUSTER_TIMEOUT
+                )
+        except Exception as exc:  # TimeoutError, a lost connection, a missing bucket...
+            return self._fallback(ctx, identifier, starts, now, repr(exc))
+        if cluster.degraded:
+            cluster.degraded = False
+            log.info("rate_limiting.cluster_counters_back")
+        return self._answer(ctx, taken.usage, taken.stop, starts, now)
+
+    def _fallback(
+        self, ctx: PluginContext, identifier: str, starts: Sequence[int], now: float, error: str
+    ) -> Exit | None:
+        if not self.config["fault_tolerant"]:
+            log.error("rate_limiting.cluster_counters_failed", plugin=self.id, error=error)
+            return Exit(500, UNEXPECTED)
+        cluster = _cluster
+        if cluster is None or not cluster.degraded:
+            log.warning("rate_limiting.counting_locally", plugin=self.id, error=error)
+            if cluster is not None:
+                cluster.degraded = True
+        return self._local(ctx, identifier, starts, now)
+
+    def _answer(
+        self, ctx: PluginContext, used: Sequence[int], stop: int | None, starts: Sequence[int], now: float
+    ) -> Exit | None:
+        """Kong's headers (the tightest limit in ``RateLimit-*``) and the refusal."""
+        config = self.config
+        refusal = Exit(int(config["error_code"]), config["error_message"]) if stop is not None else None
+        if config["hide_client_headers"]:
+            return refusal
+        best: tuple[float, int, float, int] | None = None  # remaining, window, limit, reset
+        for index, (period, limit) in enumerate(self.limits):
+            remaining = limit - used[index]
+            if stop is None or stop == index:
+                remaining -= 1
+            remaining = max(0, remaining)
+            ctx.set_response_header(X_LIMIT[period], _number(limit))
+            ctx.set_response_header(X_REMAINING[period], _number(remaining))
+            window = LENGTH[period]
+            if best is None or remaining < best[0] or (remaining == best[0] and window > best[1]):
+                best = (remaining, window, limit, seconds_left(period, starts[index], now))
+        assert best is not None  # the schema requires at least one limit
+        ctx.set_response_header("RateLimit-Limit", _number(best[2]))
+        ctx.set_response_header("RateLimit-Remaining", _number(best[0]))
+        ctx.set_response_header("RateLimit-Reset", str(best[3]))
+        if refusal is not None:
+            ctx.set_response_header("Retry-After", str(best[3]))
+        return refusal

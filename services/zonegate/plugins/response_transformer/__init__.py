@@ -1,0 +1,1 @@
+"""response-transformer: rewrite the response's headers and JSON body before the client gets them."""
