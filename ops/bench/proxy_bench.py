@@ -152,7 +152,9 @@ def start_zonegate(
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZONEGATE_")}
     env.update(
         {
-            "ZONEGATE_ROLE": "data_plane",
+            # A DB-less traditional node: the proxy alone (a data plane would need the bus).
+            "ZONEGATE_ROLE": "traditional",
+            "ZONEGATE_ADMIN_LISTEN": "off",
             "ZONEGATE_DATABASE": "off",
             "ZONEGATE_PREFIX": str(workdir / "prefix"),
             "ZONEGATE_DECLARATIVE_CONFIG": str(path),
@@ -183,9 +185,23 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def wrk(url: str, duration: int, connections: int, cpu: int) -> dict[str, float]:
+def wrk(
+    url: str, duration: int, connections: int, cpu: int, headers: dict[str, str] | None = None
+) -> dict[str, float]:
+    header_args = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     result = subprocess.run(
-        ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        [
+            "taskset",
+            "-c",
+            str(cpu),
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            *header_args,
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
