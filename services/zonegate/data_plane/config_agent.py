@@ -7,7 +7,8 @@ config subject that a rogue consumer could use), and by a watchdog that asks the
 last sequence every ``cluster_watchdog_interval`` and re-reads when it moved unannounced.
 
 Each snapshot is checked in order: signature and cluster/group, then version compatibility
-(Kong's statuses), then payload digest, decoding, hash and consistency. Only then is it
+(Kong's statuses), then the payload's size and digest against the signed header, decoding, and
+consistency (every reference resolves). Only then is it
 applied (router, balancers, plugins swapped by the proxy host) and cached; the answer is an
 ack with the version now served, or a nack with the reason and the version still served.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import structlog
@@ -66,7 +67,6 @@ class SyncState:
     rejected_hash: str = ""
     applied_at: float = 0.0
     cache_problem: str = ""  # a cache found unreadable at start: reported until the node restarts
-    history: list[tuple[int, bool, str]] = field(default_factory=list)  # (version, applied, reason)
 
 
 class ConfigAgent:
@@ -210,7 +210,6 @@ class ConfigAgent:
         state.version, state.config_hash, state.status = opened.version, opened.config_hash, "normal"
         state.last_error, state.rejected_version, state.rejected_hash = "", 0, ""
         state.applied_at = time.time()
-        self._remember(opened.version, True, "")
         log.info(
             "config_agent.applied",
             version=opened.version,
@@ -250,14 +249,10 @@ class ConfigAgent:
         config_hash = opened.config_hash if opened is not None else ""
         if opened is not None:
             state.rejected_version, state.rejected_hash = version, config_hash
-        self._remember(version, False, reason)
         log.error(
             "config_agent.rejected", version=version, status=status, reason=reason, serving=state.version
         )
         await self._answer(version, config_hash, False, reason, sequence)
-
-    def _remember(self, version: int, applied: bool, reason: str) -> None:
-        self.state.history = [*self.state.history[-19:], (version, applied, reason)]
 
     async def _answer(
         self, version: int, config_hash: str, applied: bool, reason: str, sequence: int
