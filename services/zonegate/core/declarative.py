@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 
 import yaml
 
+from zonegate.core import yaml_writer
 from zonegate.core.config import Config
 from zonegate.core.entities import BY_NAME, KINDS, NESTED
 from zonegate.core.entities.credentials import is_password_digest, password_digest
@@ -426,4 +427,4 @@ def dumps(config: Config, *, nested: bool = False, fmt: Literal["yaml", "json"] 
     document = to_document(config, nested=nested)
     if fmt == "json":
         return json.dumps(document, indent=2) + "\n"
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return yaml_writer.dumps(document)
