@@ -360,7 +360,7 @@ async def import_export(
     exports.append(startup)
     exports.append(snapshot_row)
     dumped, row = measure(
-        "part: declarative.dumps (yaml.safe_dump)", partial(declarative.dumps, snapshot.config)
+        "part: declarative.dumps (block YAML writer)", partial(declarative.dumps, snapshot.config)
     )
     exports.append(Bulk(row.name, row.seconds, row.cpu_seconds, note=f"{len(dumped) / 1e6:.0f} MB of YAML"))
     del dumped
