@@ -16,15 +16,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from harness.fixtures import PostgresDatabase
 from harness.zonegate_node import ZonegateNode, make_node
 from zonegate.bus.certificates import generate_cluster_certificate
 from zonegate.embedded.nats_server import NatsServer, NatsServerTls
 from zonegate.embedded.ports import free_port
+from zonegate.embedded.postgres import create_database, drop_database
 
 ZONEGATE = Path(sys.executable).with_name("zonegate")
 
@@ -214,3 +218,20 @@ class HybridCluster:
         for cp in self.control_planes:
             cp.stop()
         self.nats.stop()
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, postgres: PostgresDatabase, request: pytest.FixtureRequest
+) -> Iterator[HybridCluster]:
+    """A bootstrapped database of its own, a started TLS nats-server; add CPs and DPs as needed."""
+    name = f"{postgres.name}_{abs(hash(request.node.name)) % 10**8}"
+    dsn = create_database(postgres.server_dsn, name)
+    hybrid = HybridCluster(tmp_path, dsn)
+    try:
+        hybrid.bootstrap()
+        hybrid.start_nats()
+        yield hybrid
+    finally:
+        hybrid.stop()
+        drop_database(postgres.server_dsn, name)

@@ -6,20 +6,16 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from data_plane.test_proxy_e2e import request, service
 from harness.echo_upstream import EchoUpstream
-from harness.fixtures import PostgresDatabase
 from harness.hybrid import HybridCluster, wait_for
 from harness.zonegate_node import ZonegateNode
 from zonegate.core import declarative
 from zonegate.core.errors import DeclarativeConfigError
-from zonegate.embedded.postgres import create_database, drop_database
 from zonegate.plugins.rate_limiting.windows import seconds_left, window_start
 
 
@@ -193,21 +189,6 @@ def test_local_policy(zonegate_node_factory: Any, echo_upstream: EchoUpstream) -
 
 
 # -- cluster policy: two data planes, one count ---------------------------------------------------------
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, postgres: PostgresDatabase) -> Iterator[HybridCluster]:
-    """As tests/hybrid's fixture: a database of its own, a started TLS nats-server."""
-    name = f"{postgres.name}_ratelimit"
-    dsn = create_database(postgres.server_dsn, name)
-    hybrid = HybridCluster(tmp_path, dsn)
-    try:
-        hybrid.bootstrap()
-        hybrid.start_nats()
-        yield hybrid
-    finally:
-        hybrid.stop()
-        drop_database(postgres.server_dsn, name)
 
 
 def _get(node: ZonegateNode, path: str) -> tuple[int, dict[str, str], bytes]:
