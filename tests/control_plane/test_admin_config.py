@@ -40,7 +40,7 @@ DOCUMENT: dict[str, Any] = {
 async def test_get_config_of_an_empty_store(admin: Admin) -> None:
     reply = await admin.get("/config")
 
-    assert (reply.status, reply.body) == (200, {"config": "_format_version: '3.0'\n"})
+    assert (reply.status, reply.body) == (200, {"config": '_format_version: "3.0"\n'})
 
 
 async def test_post_config_replaces_everything_and_answers_the_flattened_entities(admin: Admin) -> None:
