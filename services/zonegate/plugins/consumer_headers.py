@@ -13,6 +13,7 @@ CONSUMER_CUSTOM_ID = "X-Consumer-Custom-ID"
 CONSUMER_USERNAME = "X-Consumer-Username"
 CREDENTIAL_IDENTIFIER = "X-Credential-Identifier"
 ANONYMOUS = "X-Anonymous-Consumer"
+ALL_HEADERS = (CONSUMER_ID, CONSUMER_CUSTOM_ID, CONSUMER_USERNAME, CREDENTIAL_IDENTIFIER, ANONYMOUS)
 
 
 def set_consumer_headers(
@@ -24,20 +25,20 @@ def set_consumer_headers(
     """``identifier``: the credential field Kong sends as ``X-Credential-Identifier`` (key-auth:
     ``id``, basic-auth: ``username``, jwt: ``key``)."""
     ctx.authenticate(consumer, credential)
-    for header, value in (
-        (CONSUMER_ID, consumer.get("id") if consumer else None),
-        (CONSUMER_CUSTOM_ID, consumer.get("custom_id") if consumer else None),
-        (CONSUMER_USERNAME, consumer.get("username") if consumer else None),
-        (CREDENTIAL_IDENTIFIER, credential.get(identifier) if credential else None),
-    ):
-        if value:
-            ctx.set_header(header, str(value))
-        else:
-            ctx.clear_header(header)
-    if credential is not None:
-        ctx.clear_header(ANONYMOUS)
-    else:
-        ctx.set_header(ANONYMOUS, "true")
+    values = [
+        (header, str(value))
+        for header, value in (
+            (CONSUMER_ID, consumer.get("id") if consumer else None),
+            (CONSUMER_CUSTOM_ID, consumer.get("custom_id") if consumer else None),
+            (CONSUMER_USERNAME, consumer.get("username") if consumer else None),
+            (CREDENTIAL_IDENTIFIER, credential.get(identifier) if credential else None),
+        )
+        if value
+    ]
+    if credential is None:
+        values.append((ANONYMOUS, "true"))
+    # The client's own values of these headers never reach the upstream: all are replaced.
+    ctx.replace_headers(ALL_HEADERS, values)
 
 
 def set_anonymous_consumer(ctx: PluginContext, shared: SharedIndexes, anonymous: str) -> Exit | None:
