@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from zonegate.control_plane.credentials import hash_config_passwords
+from zonegate.control_plane.credentials import hash_new_password
 from zonegate.core import declarative
 from zonegate.core.entities.credentials import is_password_digest, password_digest
 
@@ -45,9 +45,11 @@ def test_a_digest_is_kept_so_export_then_load_is_the_identity() -> None:
     assert loaded(digest, _transform=False).of("basicauth_credentials")[0]["password"] == digest
 
 
-def test_the_control_plane_rule_is_the_same_and_hashes_nothing_twice() -> None:
-    config = loaded("wonderland")
-    assert hash_config_passwords(config) == config
+def test_the_admin_api_rule_gives_the_same_digest_and_hashes_nothing_twice() -> None:
+    (stored,) = loaded("wonderland").of("basicauth_credentials")
+    written = hash_new_password({"consumer": {"id": CONSUMER_ID}, "password": "wonderland"}, None)
+    assert written["password"] == stored["password"]
+    assert hash_new_password(stored, stored) == stored  # an unchanged digest is not hashed again
 
 
 def test_digests_of_unicode_passwords_are_of_their_utf8_bytes() -> None:

@@ -20,17 +20,10 @@ from __future__ import annotations
 import secrets
 from typing import Final
 
-from zonegate.core.config import Config
-from zonegate.core.entities.credentials import is_password_digest as is_digest
 from zonegate.core.entities.credentials import password_digest
 from zonegate.core.schema import Entity
 
 BASICAUTH: Final = "basicauth_credentials"
-
-
-def hash_password(consumer_id: str, password: str) -> str:
-    """Kong's basic-auth digest: sha1 of the password salted with the consumer id, hex."""
-    return password_digest(consumer_id, password)
 
 
 def random_secret() -> str:
@@ -46,20 +39,4 @@ def hash_new_password(entity: Entity, existing: Entity | None) -> Entity:
         return entity
     if existing is not None and existing.get("password") == password:
         return entity
-    return {**entity, "password": hash_password(consumer["id"], password)}
-
-
-def hash_config_passwords(config: Config) -> Config:
-    """A whole config: hash every basic-auth password that is not already a digest."""
-    credentials = config.of(BASICAUTH)
-    if not credentials or all(is_digest(c.get("password")) for c in credentials):
-        return config
-    hashed = [
-        c
-        if is_digest(c.get("password"))
-        else {**c, "password": hash_password(c["consumer"]["id"], c["password"])}
-        for c in credentials
-    ]
-    return Config.build(
-        {**{kind: list(entities) for kind, entities in config.entities.items()}, BASICAUTH: hashed}
-    )
+    return {**entity, "password": password_digest(consumer["id"], password)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zonegate.control_plane import credentials
 from zonegate.control_plane.exported import export_hash
 from zonegate.control_plane.storable import find_unstorable
 from zonegate.control_plane.store import Store
@@ -42,7 +41,7 @@ async def import_config(settings: Settings, config: Config) -> int:
     async with Store.connect(
         settings.postgres_dsn(), timeout=settings.pg_timeout / 1000, max_size=2
     ) as store:
-        return await store.replace_all(credentials.hash_config_passwords(config))
+        return await store.replace_all(config)  # loaded by declarative: passwords already hashed
 
 
 async def export_config(settings: Settings) -> Exported:

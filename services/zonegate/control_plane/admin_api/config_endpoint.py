@@ -22,7 +22,6 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from zonegate.control_plane import credentials
 from zonegate.control_plane.admin_api.arguments import Body, first, query_arguments, read_body, too_deep
 from zonegate.control_plane.admin_api.context import AdminContext, StatusCache, context
 from zonegate.control_plane.admin_api.errors import ApiError, json_response, message
@@ -95,7 +94,7 @@ def _posted_config(body: Body) -> tuple[Config, str]:
         path, problem = unstorable
         fields = nested_error(path, problem) if path else {ENTITY_KEY: [problem]}
         raise DeclarativeConfigError(fields if isinstance(fields, dict) else {ENTITY_KEY: [problem]})
-    config = credentials.hash_config_passwords(declarative.load(document))
+    config = declarative.load(document)  # the loader hashes clear basic-auth passwords, as Kong's
     return config, export_hash(config)
 
 
