@@ -30,8 +30,8 @@ unit: venv
 # The whole suite: style, types, architecture contracts, then every test (slow ones included).
 test: lint typecheck contracts unit
 
-# The local stack (embedded NATS and PostgreSQL, a CP, DPs in two zones) arrives with a later issue;
-# until then this starts what exists: a DB-less check of the sample config.
+# The local stack: embedded mTLS NATS and PostgreSQL, a CP (:8001), DPs in zones a (:8000) and b (:8010),
+# a demo upstream and the sample config; state in .zonegate/, Ctrl-C stops it all. Options: zonegate up --help.
 up: venv
 	$(BIN)/zonegate up
 

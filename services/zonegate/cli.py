@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, Final, NoReturn, TypeVar
 
 import typer
 
@@ -229,27 +230,78 @@ config_app.command("db_import", hidden=True)(config_db_import)
 config_app.command("db_export", hidden=True)(config_db_export)
 
 
+def _port_option(name: str) -> Any:
+    from zonegate.local_stack.ports import StackPorts
+
+    return typer.Option(StackPorts.option(name), help=f"Port of {_PORT_HELP[name]}.")
+
+
+_PORT_HELP: Final = {
+    "nats": "the embedded nats-server (mTLS)",
+    "pg": "the embedded PostgreSQL (unused when ZONEGATE_PG_* names a database)",
+    "admin": "the control plane's Admin API",
+    "proxy_a": "the proxy of the data plane in zone a",
+    "proxy_b": "the proxy of the data plane in zone b",
+    "status_a": "the Status API of the data plane in zone a",
+    "status_b": "the Status API of the data plane in zone b",
+    "upstream": "the demo upstream",
+}
+
+
 @app.command()
 def up(
     conf: ConfOption = None,
     prefix: Annotated[
-        Path | None, typer.Option(help="State directory (default: the prefix setting).")
+        Path | None, typer.Option(help="State directory (default: the prefix setting, .zonegate).")
     ] = None,
-    nats_port: Annotated[int, typer.Option(help="Port of the embedded nats-server.")] = 4222,
-    pg_port: Annotated[int, typer.Option(help="Port of the embedded PostgreSQL.")] = 5432,
+    nats_port: Annotated[int, _port_option("nats")] = 4222,
+    pg_port: Annotated[int, _port_option("pg")] = 5432,
+    admin_port: Annotated[int, _port_option("admin")] = 8001,
+    proxy_a_port: Annotated[int, _port_option("proxy_a")] = 8000,
+    proxy_b_port: Annotated[int, _port_option("proxy_b")] = 8010,
+    status_a_port: Annotated[int, _port_option("status_a")] = 8100,
+    status_b_port: Annotated[int, _port_option("status_b")] = 8110,
+    upstream_port: Annotated[int, _port_option("upstream")] = 9000,
 ) -> None:
-    """Start the local stack (embedded mTLS NATS and PostgreSQL today) until Ctrl-C."""
+    """Start the local stack until Ctrl-C: embedded mTLS NATS and PostgreSQL, a control plane,
+    data planes in zones a and b, a demo upstream and the sample config (key-auth, demo-key)."""
     from zonegate import local_stack  # the embedded servers are only needed here
+    from zonegate.logs import configure_logging
 
     settings = settings_or_fail(conf)
-    options = local_stack.StackOptions(prefix or settings.prefix, nats_port, pg_port)
+    configure_logging(settings, at_least="warn")  # each server and node logs to <prefix>/logs
+    ports = local_stack.StackPorts(
+        nats_port,
+        pg_port,
+        admin_port,
+        proxy_a_port,
+        proxy_b_port,
+        status_a_port,
+        status_b_port,
+        upstream_port,
+    )
+    options = local_stack.StackOptions(
+        prefix or settings.prefix, ports, local_stack.external_database(settings)
+    )
+    # Ctrl-C and SIGTERM alike unwind through the stack's stop, at any point of start-up too.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         with local_stack.LocalStack(options) as stack:
-            summary = "\n".join(stack.summary())
-            local_stack.wait_for_stop_signal(lambda: typer.echo(summary))
+            typer.echo("\n".join(stack.summary()), nl=True)
+            while True:
+                time.sleep(1)
+                stack.check_running()
     except local_stack.StackError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     typer.echo("stopped")
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()

@@ -20,8 +20,9 @@ _LEVELS: Final = {
 }
 
 
-def configure_logging(settings: Settings) -> None:
-    level = _LEVELS[settings.log_level]
+def configure_logging(settings: Settings, *, at_least: str = "debug") -> None:
+    """``at_least`` raises the level for processes whose own logs are noise (``zonegate up``)."""
+    level = max(_LEVELS[settings.log_level], _LEVELS[at_least])
     renderer: structlog.typing.Processor
     if settings.log_format == "json":
         renderer = structlog.processors.JSONRenderer()
