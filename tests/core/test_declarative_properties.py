@@ -284,3 +284,20 @@ def test_hash_changes_when_any_field_value_changes(model: Model) -> None:
     for where, mutated in _mutations(document):
         changed = canonical.config_hash(declarative.load(mutated))
         assert changed.config_hash != base.config_hash, where
+
+
+@PROPERTY_SETTINGS
+@given(models())
+def test_one_pass_encoding_is_the_canonical_document_and_its_hash(model: Model) -> None:
+    config = declarative.load(render_nested(model))
+    raw, hashes = canonical.encode_config(config)
+    assert raw == canonical.canonical_bytes(config)
+    assert hashes == canonical.config_hash(config)
+    # The bytes are the canonical document, with the keys of every object in sorted order.
+
+    def sorted_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        assert keys == sorted(keys)
+        return dict(pairs)
+
+    assert json.loads(raw, object_pairs_hook=sorted_object) == canonical.canonical_document(config)

@@ -315,3 +315,22 @@ def test_normalisation_is_idempotent_without_escapes(path: str) -> None:
     # (with escapes it is not: "%%35%35" decodes to "%55", which decodes again)
     once = normalize_request_path(path.replace("%", ""))
     assert normalize_request_path(once) == once
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=configs(), after=configs(), batch=st.lists(requests, min_size=1, max_size=8))
+def test_a_router_compiled_from_the_previous_one_decides_as_a_fresh_one(
+    before: Config, after: Config, batch: list[tuple[Any, ...]]
+) -> None:
+    # Names give stable ids, so routes and services of ``after`` often share ids with ``before``
+    # with other values (moved to another service, other paths...): the reuse must notice.
+    previous = compile_router(before, cache_size=0)
+    for request in batch:  # the previous router keeps deciding as it did
+        previous.match(*request)
+    reused = compile_router(after, cache_size=0, previous=previous)
+    fresh = compile_router(after, cache_size=0)
+    for request in batch:
+        assert reused.match(*request) == fresh.match(*request), request
+    again = compile_router(after, cache_size=0, previous=reused)  # everything reused
+    for request in batch:
+        assert again.match(*request) == fresh.match(*request), request

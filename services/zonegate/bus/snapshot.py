@@ -15,12 +15,12 @@ checked separately (``core.compat``) because it is a different status for the op
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+import msgspec
 import zstandard
 from google.protobuf.message import DecodeError
 
@@ -28,7 +28,7 @@ from zonegate import __version__
 from zonegate.bus.signing import SignatureError, Signer, Verifier
 from zonegate.bus.v1 import bus_pb2
 from zonegate.core import consistency
-from zonegate.core.canonical import ConfigHash, canonical_bytes, config_hash
+from zonegate.core.canonical import ConfigHash, encode_config
 from zonegate.core.config import Config
 
 COMPRESSION: Final = "zstd"
@@ -79,10 +79,9 @@ def encode(
     problems = consistency.problems(config)
     if problems:
         raise SnapshotRejected("config fails its consistency check: " + "; ".join(problems))
-    raw = canonical_bytes(config)
+    raw, hashes = encode_config(config)
     payload = zstandard.ZstdCompressor(level=_LEVEL).compress(raw)
     digest = hashlib.sha256(payload).digest()
-    hashes = config_hash(config)
     header = bus_pb2.SnapshotHeader(
         version=version,
         config_hash=hashes.config_hash,
@@ -176,7 +175,7 @@ def decode_payload(opened: OpenedSnapshot, payload: bytes) -> Config:
         raise SnapshotRejected(f"payload declares {header.raw_size} bytes uncompressed, over the limit")
     try:
         raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=header.raw_size)
-        document = json.loads(raw)
+        document = msgspec.json.decode(raw)
         config = Config.build(document)
     except (zstandard.ZstdError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise SnapshotRejected(f"payload does not decode: {exc}") from None

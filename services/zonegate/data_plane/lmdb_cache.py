@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import lmdb
+import msgspec
 import structlog
 import zstandard
 
 from zonegate import __version__
-from zonegate.core.canonical import canonical_document
+from zonegate.core.canonical import canonical_bytes
 from zonegate.core.config import Config
 from zonegate.data_plane.cache_cipher import CacheCipher, CacheDecryptError
 from zonegate.settings import Settings
@@ -90,9 +91,7 @@ class ConfigCache:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def write(self, config: Config, config_hash: str, version: int = 0) -> None:
-        payload = zstandard.ZstdCompressor(level=3).compress(
-            json.dumps(canonical_document(config), separators=(",", ":")).encode()
-        )
+        payload = zstandard.ZstdCompressor(level=3).compress(canonical_bytes(config))
         self.write_compressed(payload, config_hash, version)
 
     def write_compressed(self, payload: bytes, config_hash: str, version: int = 0) -> None:
@@ -125,7 +124,7 @@ class ConfigCache:
                 payload = self.cipher.open(payload, KEY_CONFIG)
                 meta_raw = self.cipher.open(meta_raw, KEY_META)
             meta: dict[str, Any] = json.loads(meta_raw)
-            document = json.loads(zstandard.ZstdDecompressor().decompress(payload))
+            document = msgspec.json.decode(zstandard.ZstdDecompressor().decompress(payload))
             config = Config.build(document)
         except (ValueError, zstandard.ZstdError, KeyError, TypeError, CacheDecryptError) as exc:
             log.error("lmdb.unreadable_config", path=str(self.path), error=str(exc))

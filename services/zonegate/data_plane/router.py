@@ -290,6 +290,7 @@ class _Matcher:
         "service_path",
         "snis",
         "sort_id",
+        "sort_key",
         "strip_base",
         "strip_path",
     )
@@ -306,6 +307,13 @@ class _Matcher:
         self.service = service
         self.priority = priority_of(route, paths)
         self.sort_id = _uuid_bytes(sub_id)
+        # Best first is the greatest (priority, id): a plain tuple compares in C, the dataclass
+        # in Python, which made sorting 10,000 routes a third of the compile.
+        p = self.priority
+        self.sort_key = (
+            (p.weight, p.plain_hosts_only, p.header_count, p.regex, p.regex_priority, p.prefix_length),
+            self.sort_id,
+        )
         methods = route.get("methods")
         self.methods: frozenset[str] | None = frozenset(methods) if methods else None
         snis = route.get("snis")
@@ -492,6 +500,8 @@ MATCH_CACHE_SIZE: Final = 5000
 _NOT_CACHED: Final[Any] = object()
 _MatchKey = tuple[str, str, str | None, str, str | None, tuple[tuple[str, str], ...] | None]
 _HostPlan = tuple[tuple[_Bucket, ...], int | None]
+# A route's compiled matchers with the route and service they were built from.
+_Compiled = tuple[dict[str, Any], dict[str, Any] | None, bool, list[_Matcher]]
 
 
 class Router:
@@ -503,6 +513,7 @@ class Router:
         "_exact",
         "_host_memo",
         "_match_memo",
+        "_matchers",
         "_no_host",
         "_prefix_hosts",
         "_suffix_hosts",
@@ -521,7 +532,10 @@ class Router:
         rejected: tuple[tuple[str, str], ...],
         size: int,
         cache_size: int = MATCH_CACHE_SIZE,
+        matchers: dict[str, _Compiled] | None = None,
     ) -> None:
+        # Route id -> what was compiled for it, so the next compile reuses what did not change.
+        self._matchers: dict[str, _Compiled] = matchers or {}
         self._exact = exact
         self._suffix_hosts = suffix_hosts
         self._prefix_hosts = prefix_hosts
@@ -760,15 +774,40 @@ def _route_hosts(route: Mapping[str, Any]) -> list[tuple[str, str, int | None]]:
     return result
 
 
+def _same_service(
+    before: dict[str, Any] | None, service: dict[str, Any] | None, memo: dict[str, bool]
+) -> bool:
+    """``before == service``, compared once per service rather than once per route."""
+    if before is None or service is None:
+        return before is service
+    key = service["id"]
+    if before["id"] != key:  # the route moved to another service
+        return False
+    same = memo.get(key)
+    if same is None:
+        same = memo[key] = before == service
+    return same
+
+
 def compile_router(
-    config: Config, *, honor_path_handling: bool = False, cache_size: int = MATCH_CACHE_SIZE
+    config: Config,
+    *,
+    honor_path_handling: bool = False,
+    cache_size: int = MATCH_CACHE_SIZE,
+    previous: Router | None = None,
 ) -> Router:
     """Index the HTTP routes of ``config``; routes of disabled services are left out, as Kong exports them.
 
     ``cache_size`` bounds the cache of whole decisions (0: none), ``honor_path_handling``
     applies ``path_handling: v1`` as the ``traditional`` flavour did instead of ignoring it.
+    ``previous``: the router of the config this one replaces; a route equal to its entry there
+    (route and service fields alike) keeps its compiled matchers, so a change to one route of
+    10,000 compiles one route and re-indexes the rest.
     """
     services = config.by_id("services")
+    known = previous._matchers if previous is not None else {}
+    compiled: dict[str, _Compiled] = {}
+    same_services: dict[str, bool] = {}  # service id -> equal to its previous version
     matchers: list[_Matcher] = []
     rejected: list[tuple[str, str]] = []
     needs_headers: set[str] = set()
@@ -780,20 +819,33 @@ def compile_router(
         service = services.get(ref["id"]) if ref else None
         if service is not None and service.get("enabled") is False:
             continue
-        try:
-            built = [
-                _Matcher(route, service, sub_id, paths, honor_path_handling)
-                for sub_id, paths in split_paths(route)
-            ]
-        except re.error as exc:
-            rejected.append((route["id"], f"invalid regex: {exc}"))
-            continue
+        before = known.get(route["id"])
+        if (
+            before is not None
+            and before[2] == honor_path_handling
+            and before[0] == route
+            and _same_service(before[1], service, same_services)
+        ):
+            built = before[3]
+            for matcher in built:  # equal values: point at this config's objects, free the old
+                matcher.route = route
+                matcher.service = service
+        else:
+            try:
+                built = [
+                    _Matcher(route, service, sub_id, paths, honor_path_handling)
+                    for sub_id, paths in split_paths(route)
+                ]
+            except re.error as exc:
+                rejected.append((route["id"], f"invalid regex: {exc}"))
+                continue
+        compiled[route["id"]] = (route, service, honor_path_handling, built)
         routes += 1
         matchers.extend(built)
         needs_headers.update(_header_name(name) for name in route.get("headers") or ())
 
     # Best first: Kong's priority, then the greater (sub-)route UUID.
-    matchers.sort(key=lambda m: (m.priority, m.sort_id), reverse=True)
+    matchers.sort(key=lambda m: m.sort_key, reverse=True)
 
     exact: dict[str, _BucketBuilder] = {}
     suffix: dict[str, _BucketBuilder] = {}
@@ -821,4 +873,5 @@ def compile_router(
         rejected=tuple(rejected),
         size=routes,
         cache_size=cache_size,
+        matchers=compiled,
     )

@@ -144,7 +144,7 @@ def build_runtime(
     if previous is not None and not changed & {"routes", "services"}:
         router = previous.router
     else:
-        router = compile_router(config)
+        router = compile_router(config, previous=previous.router if previous is not None else None)
     if previous is not None and not changed & {"upstreams", "targets"}:
         balancers = previous.balancers
     else:
