@@ -71,13 +71,23 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, make_dataclass
 from typing import Any, Final
 
 from zonegate.core.config import Config
 from zonegate.core.pcre import to_python
 from zonegate.core.uri import normalize as normalize_request_path
+from zonegate.data_plane.route_index import (
+    PREFIX,
+    REGEX,
+    UNRANKED,
+    Bucket,
+    Entry,
+    Probe,
+    RouteIndex,
+    rank_of,
+)
 
 HTTP_PROTOCOLS: Final = frozenset({"http", "https", "grpc", "grpcs"})
 MAX_HEADER_COUNT: Final = 255
@@ -85,7 +95,6 @@ MAX_HEADER_COUNT: Final = 255
 SPLIT_NAMESPACE: Final = uuid.UUID("7f145bf9-0dce-4f91-98eb-debbce4b9f6b")
 
 _EMPTY_CAPTURES: Final[Mapping[str, str]] = {}
-_UNRANKED: Final = 1 << 62
 
 
 # -- request path normalisation and escaping (kong/tools/uri.lua) ---------------------------------
@@ -283,6 +292,7 @@ class _Matcher:
         "prefixes",
         "preserve_host",
         "priority",
+        "rank",
         "redirect_status",
         "regexes",
         "route",
@@ -290,7 +300,6 @@ class _Matcher:
         "service_path",
         "snis",
         "sort_id",
-        "sort_key",
         "strip_base",
         "strip_path",
     )
@@ -307,10 +316,8 @@ class _Matcher:
         self.service = service
         self.priority = priority_of(route, paths)
         self.sort_id = _uuid_bytes(sub_id)
-        # Best first is the greatest (priority, id): a plain tuple compares in C, the dataclass
-        # in Python, which made sorting 10,000 routes a third of the compile.
         p = self.priority
-        self.sort_key = (
+        self.rank = rank_of(
             (p.weight, p.plain_hosts_only, p.header_count, p.regex, p.regex_priority, p.prefix_length),
             self.sort_id,
         )
@@ -398,76 +405,6 @@ def _header_rule(name: str, values: list[str]) -> tuple[str, frozenset[str], tup
     return _header_name(name), exact, patterns
 
 
-class _Entry:
-    """A matcher as seen from one host bucket: the port that host entry requires, if any."""
-
-    __slots__ = ("host", "matcher", "port", "rank", "simple")
-
-    def __init__(self, rank: int, matcher: _Matcher, host: str | None, port: int | None) -> None:
-        self.rank = rank
-        self.matcher = matcher
-        self.host = host
-        self.port = port
-        self.simple = (
-            port is None and matcher.methods is None and matcher.snis is None and matcher.headers is None
-        )
-
-
-# A probe is (best rank inside, key length, table key -> entries by rank, kind). Kinds:
-_PREFIX: Final = 0
-_REGEX: Final = 1
-_ANY_PATH: Final = 2
-_Probe = tuple[int, int, dict[str, tuple[_Entry, ...]], int]
-# A bucket holds the routes of one host (or of no host): probes for paths with at most one "/"
-# (and for regexes and path-less routes), plus probes per first path segment for the others,
-# so a request only looks at the prefixes that share its first segment.
-_Bucket = tuple[tuple[_Probe, ...], dict[str, tuple[_Probe, ...]]]
-
-
-def _first_segment(path: str) -> str | None:
-    """ "a" for "/a/..."; None when there is no second slash (such keys stay in the main probes)."""
-    cut = path.find("/", 1)
-    return path[1:cut] if cut > 0 else None
-
-
-class _BucketBuilder:
-    __slots__ = ("tables",)
-
-    def __init__(self) -> None:
-        # (first segment or None, kind, key length) -> key -> entries
-        self.tables: dict[tuple[str | None, int, int], dict[str, list[_Entry]]] = {}
-
-    def add(self, entry: _Entry) -> None:
-        matcher = entry.matcher
-        if matcher.regexes:
-            # Regex routes are indexed by a literal prefix every match must start with, so a
-            # request only runs the regexes that can possibly match it.
-            for literal in dict.fromkeys(literal for _regex, literal in matcher.regexes):
-                self._put(_REGEX, literal, entry)
-        elif matcher.prefixes:
-            for prefix in matcher.prefixes:
-                self._put(_PREFIX, prefix, entry)
-        else:
-            self._put(_ANY_PATH, "", entry)
-
-    def _put(self, kind: int, key: str, entry: _Entry) -> None:
-        segment = _first_segment(key) if key.startswith("/") else None
-        table = self.tables.setdefault((segment, kind, len(key)), {})
-        table.setdefault(key, []).append(entry)
-
-    def build(self) -> _Bucket:
-        grouped: dict[str | None, list[_Probe]] = {}
-        for (segment, kind, length), table in self.tables.items():
-            frozen = {key: tuple(sorted(entries, key=lambda e: e.rank)) for key, entries in table.items()}
-            best = min(entries[0].rank for entries in frozen.values())
-            grouped.setdefault(segment, []).append((best, length, frozen, kind))
-        # Tried best-first, a probe whose best entry cannot beat the match in hand ends the scan.
-        for probes in grouped.values():
-            probes.sort(key=lambda probe: probe[0])
-        main = tuple(grouped.pop(None, ()))
-        return main, {segment: tuple(probes) for segment, probes in grouped.items() if segment is not None}
-
-
 def _digits(text: str) -> bool:
     """ASCII digits only: str.isdigit() also accepts '¹', which int() refuses."""
     return text.isascii() and text.isdigit()
@@ -499,9 +436,11 @@ _HOST_MEMO_SIZE: Final = 8192
 MATCH_CACHE_SIZE: Final = 5000
 _NOT_CACHED: Final[Any] = object()
 _MatchKey = tuple[str, str, str | None, str, str | None, tuple[tuple[str, str], ...] | None]
-_HostPlan = tuple[tuple[_Bucket, ...], int | None]
+_HostPlan = tuple[tuple[Bucket, ...], int | None]
 # A route's compiled matchers with the route and service they were built from.
-_Compiled = tuple[dict[str, Any], dict[str, Any] | None, bool, list[_Matcher]]
+_Compiled = tuple[
+    dict[str, Any], dict[str, Any] | None, bool, list[_Matcher], list[tuple[str, str, int | None]]
+]
 
 
 class Router:
@@ -512,6 +451,7 @@ class Router:
         "_cache_size",
         "_exact",
         "_host_memo",
+        "_index",
         "_match_memo",
         "_matchers",
         "_no_host",
@@ -524,23 +464,22 @@ class Router:
 
     def __init__(
         self,
-        exact: dict[str, _Bucket],
-        suffix_hosts: dict[str, _Bucket],
-        prefix_hosts: dict[str, _Bucket],
-        any_host: _Bucket,
+        index: RouteIndex,
         needs_headers: frozenset[str],
         rejected: tuple[tuple[str, str], ...],
         size: int,
         cache_size: int = MATCH_CACHE_SIZE,
         matchers: dict[str, _Compiled] | None = None,
     ) -> None:
-        # Route id -> what was compiled for it, so the next compile reuses what did not change.
+        # Route id -> what was compiled for it, and the index, so the next compile reuses and
+        # updates what did not change.
         self._matchers: dict[str, _Compiled] = matchers or {}
-        self._exact = exact
-        self._suffix_hosts = suffix_hosts
-        self._prefix_hosts = prefix_hosts
-        self._any = any_host
-        self._no_host: _HostPlan = ((any_host,), None)
+        self._index = index
+        self._exact = index.exact
+        self._suffix_hosts = index.suffix
+        self._prefix_hosts = index.prefix
+        self._any = index.any_host
+        self._no_host: _HostPlan = ((index.any_host,), None)
         # Host header -> (buckets, port): like Kong's memo of split_host_port, it spares the
         # parsing and wildcard probing for the few Host values a proxy sees again and again.
         self._host_memo: dict[str, _HostPlan] = {}
@@ -557,7 +496,7 @@ class Router:
 
     def _plan(self, host: str) -> _HostPlan:
         name, port = _split_host(host.lower())
-        buckets: list[_Bucket] = []
+        buckets: list[Bucket] = []
         exact = self._exact.get(name)
         if exact is not None:
             buckets.append(exact)
@@ -607,7 +546,7 @@ class Router:
         cut = npath.find("/", 1)
         segment = npath[1:cut] if cut > 0 else None
 
-        groups: list[tuple[_Probe, ...]] = []
+        groups: list[tuple[Probe, ...]] = []
         for main, by_segment in buckets:
             if main:
                 groups.append(main)
@@ -616,8 +555,8 @@ class Router:
                 if sub is not None:
                     groups.append(sub)
 
-        best_rank = _UNRANKED
-        best: _Entry | None = None
+        best_rank = UNRANKED
+        best: Entry | None = None
         best_regex: re.Match[str] | None = None
         best_path: str | None = None
         path_len = len(npath)
@@ -636,7 +575,7 @@ class Router:
                         break
                     if not entry.simple and not _accepts(entry, method, scheme, port, sni, headers):
                         continue
-                    if kind == _REGEX:
+                    if kind == REGEX:
                         found_regex = _search(entry.matcher, npath)
                         if found_regex is None:
                             continue
@@ -644,7 +583,7 @@ class Router:
                         best_path = found_regex.group(0)
                     else:
                         best_regex = None
-                        best_path = key if kind == _PREFIX else None
+                        best_path = key if kind == PREFIX else None
                     best_rank = entry.rank
                     best = entry
                     break
@@ -702,7 +641,7 @@ def _search(matcher: _Matcher, path: str) -> re.Match[str] | None:
 
 
 def _accepts(
-    entry: _Entry,
+    entry: Entry,
     method: str,
     scheme: str,
     port: int,
@@ -774,6 +713,11 @@ def _route_hosts(route: Mapping[str, Any]) -> list[tuple[str, str, int | None]]:
     return result
 
 
+# Up to this many routes changed (or an eighth of them), the previous index is updated in place
+# of building a new one: past that, building whole is as quick and leaves no garbage behind.
+_INCREMENTAL_LIMIT: Final = 64
+
+
 def _same_service(
     before: dict[str, Any] | None, service: dict[str, Any] | None, memo: dict[str, bool]
 ) -> bool:
@@ -807,11 +751,10 @@ def compile_router(
     services = config.by_id("services")
     known = previous._matchers if previous is not None else {}
     compiled: dict[str, _Compiled] = {}
+    reused: set[str] = set()
     same_services: dict[str, bool] = {}  # service id -> equal to its previous version
-    matchers: list[_Matcher] = []
     rejected: list[tuple[str, str]] = []
     needs_headers: set[str] = set()
-    routes = 0
     for route in config.of("routes"):
         if not HTTP_PROTOCOLS.intersection(route.get("protocols") or ()):
             continue  # stream routes belong to the stream router
@@ -819,17 +762,19 @@ def compile_router(
         service = services.get(ref["id"]) if ref else None
         if service is not None and service.get("enabled") is False:
             continue
-        before = known.get(route["id"])
+        route_id = route["id"]
+        before = known.get(route_id)
         if (
             before is not None
             and before[2] == honor_path_handling
             and before[0] == route
             and _same_service(before[1], service, same_services)
         ):
-            built = before[3]
-            for matcher in built:  # equal values: point at this config's objects, free the old
+            for matcher in before[3]:  # equal values: point at this config's objects, free the old
                 matcher.route = route
                 matcher.service = service
+            compiled[route_id] = (route, service, honor_path_handling, before[3], before[4])
+            reused.add(route_id)
         else:
             try:
                 built = [
@@ -837,41 +782,27 @@ def compile_router(
                     for sub_id, paths in split_paths(route)
                 ]
             except re.error as exc:
-                rejected.append((route["id"], f"invalid regex: {exc}"))
+                rejected.append((route_id, f"invalid regex: {exc}"))
                 continue
-        compiled[route["id"]] = (route, service, honor_path_handling, built)
-        routes += 1
-        matchers.extend(built)
+            compiled[route_id] = (route, service, honor_path_handling, built, _route_hosts(route))
         needs_headers.update(_header_name(name) for name in route.get("headers") or ())
 
-    # Best first: Kong's priority, then the greater (sub-)route UUID.
-    matchers.sort(key=lambda m: m.sort_key, reverse=True)
+    def placed(entries: Iterable[_Compiled]) -> Iterator[tuple[_Matcher, list[tuple[str, str, int | None]]]]:
+        return ((matcher, entry[4]) for entry in entries for matcher in entry[3])
 
-    exact: dict[str, _BucketBuilder] = {}
-    suffix: dict[str, _BucketBuilder] = {}
-    prefix: dict[str, _BucketBuilder] = {}
-    any_host = _BucketBuilder()
-    for rank, matcher in enumerate(matchers):
-        hosts = _route_hosts(matcher.route)
-        if not hosts:
-            any_host.add(_Entry(rank, matcher, None, None))
-            continue
-        for written, name, port in hosts:
-            entry = _Entry(rank, matcher, written, port)
-            if name.startswith("*"):
-                suffix.setdefault(name[1:], _BucketBuilder()).add(entry)
-            elif name.endswith("*"):
-                prefix.setdefault(name[:-1], _BucketBuilder()).add(entry)
-            else:
-                exact.setdefault(name, _BucketBuilder()).add(entry)
+    changed = len(compiled) - len(reused) + len(known) - len(reused)
+    if previous is None or changed > max(_INCREMENTAL_LIMIT, len(compiled) // 8):
+        index = RouteIndex.build(placed(compiled.values()))
+    else:
+        index = previous._index.updated(
+            placed(entry for route_id, entry in known.items() if route_id not in reused),
+            placed(entry for route_id, entry in compiled.items() if route_id not in reused),
+        )
     return Router(
-        exact={k: b.build() for k, b in exact.items()},
-        suffix_hosts={k: b.build() for k, b in suffix.items()},
-        prefix_hosts={k: b.build() for k, b in prefix.items()},
-        any_host=any_host.build(),
+        index,
         needs_headers=frozenset(needs_headers),
         rejected=tuple(rejected),
-        size=routes,
+        size=len(compiled),
         cache_size=cache_size,
         matchers=compiled,
     )
