@@ -333,6 +333,12 @@ class Exchange:
             if self.body_waiter is not None:
                 self._wake_body_waiter()  # too big to hold whole: the plugin gets None
 
+    def _request_read(self) -> bool:
+        """Nothing of the request is left to read, so the connection can serve the next one. A
+        request without a body is whole once its head is in; plugins and routing answer from the
+        head, before the parser says the (empty) message is complete."""
+        return self.request_complete or (not self.chunked_request and not self.content_length)
+
     def _body_limit_status(self) -> int:
         ctx = self.plugin_ctx
         return ctx.body_limit_status if ctx is not None else 413
@@ -887,7 +893,7 @@ class Exchange:
         self.response_head_sent = True
         self.status = status
         # The rest of an unread request body would be taken for the next request: close instead.
-        keep_alive = self.keep_alive and self.request_complete and not close and self.client.accepting
+        keep_alive = self.keep_alive and self._request_read() and not close and self.client.accepting
         self.keep_alive = keep_alive
         self.client.write(
             responses.error_response(
@@ -926,7 +932,7 @@ class Exchange:
             return
         self.response_head_sent = True
         self.status = status
-        keep_alive = self.keep_alive and self.request_complete and not close and self.client.accepting
+        keep_alive = self.keep_alive and self._request_read() and not close and self.client.accepting
         self.keep_alive = keep_alive
         self.client.write(
             responses.raw_response(
@@ -949,7 +955,7 @@ class Exchange:
         location = f"https://{host.split(':')[0]}{self.url.decode('latin-1')}"
         self.response_head_sent = True
         self.status = status
-        keep_alive = self.keep_alive and self.request_complete
+        keep_alive = self.keep_alive and self._request_read()
         self.keep_alive = keep_alive
         self.client.write(
             responses.error_response(

@@ -31,7 +31,7 @@ import structlog
 
 from zonegate.data_plane import log_serializer, responses
 from zonegate.data_plane.real_ip import real_client_ip
-from zonegate.plugins.api import Exit, Plugin, PluginContext
+from zonegate.plugins.api import ExchangeSummary, Exit, Plugin, PluginContext
 from zonegate.plugins.chains import Chain
 
 if TYPE_CHECKING:
@@ -169,6 +169,31 @@ class PluginRequest:
         assert ctx is not None
         return log_serializer.serialize(self.exchange, ctx)
 
+    def summary(self) -> ExchangeSummary:
+        exchange = self.exchange
+        target = exchange.last_target or exchange.target
+        service = exchange.service
+        address: tuple[str, int] | None = None
+        if target is not None:
+            address = (target.host, target.port)
+        elif service is not None and (exchange.upstream_sent_at or exchange.attempts):
+            address = (service.host, service.port)
+        # ``attempts`` counts the failed tries; the last one counts too unless it is among them.
+        tries = 0
+        if address is not None:
+            tries = exchange.attempts + (1 if exchange.upstream_status or not exchange.attempts else 0)
+        ctx = exchange.plugin_ctx
+        return ExchangeSummary(
+            http_version="1.0" if exchange.http_minor == 0 else "1.1",
+            host=exchange.host or "",
+            target=exchange.url.decode("latin-1"),
+            status=exchange.status or (ctx.response_status if ctx is not None else 0),
+            started=exchange.started,
+            upstream_status=exchange.upstream_status,
+            upstream_address=address,
+            tries=tries,
+        )
+
     def limit_body(self, max_bytes: int) -> bool:
         exchange = self.exchange
         current = exchange.body_limit
@@ -274,7 +299,11 @@ def respond_exit(exchange: Exchange, result: Exit) -> None:
     else:
         body = result.body or b""
         content_type = result.content_type
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in result.headers.items()]
+    headers = [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, values in result.headers.items()
+        for v in ((values,) if isinstance(values, str) else values)
+    ]
     exchange.respond_local(result.status, body, content_type, headers)
 
 
@@ -292,8 +321,14 @@ def local_response(
     ctx.attach_response(final)
     if content_type:
         final.append((b"Content-Type", content_type.encode("latin-1")))
+    named: set[bytes] = set()
     for name, value in headers:
-        ctx.set_response_header(name.decode("latin-1"), value.decode("latin-1"))
+        lowered = name.lower()
+        if lowered in named:  # a header with several values: the later ones are added
+            ctx.add_response_header(name.decode("latin-1"), value.decode("latin-1"))
+        else:
+            named.add(lowered)
+            ctx.set_response_header(name.decode("latin-1"), value.decode("latin-1"))
     run_response(exchange, ctx, exchange.plugin_chain, status, final)
     if ctx.body_wanted and exchange.method != b"HEAD":
         body = run_body(exchange, ctx, exchange.plugin_chain, body)

@@ -27,6 +27,7 @@ from zonegate.data_plane.heap import without_gc
 from zonegate.data_plane.runtime import HeaderOptions, Limits, build_runtime
 from zonegate.data_plane.server import ProxyServer
 from zonegate.data_plane.tls import CertificateSelector, ensure_default_certificate
+from zonegate.plugins.api import Plugin
 from zonegate.plugins.prometheus.exporter import wants_upstream_health
 from zonegate.plugins.prometheus.metrics import REGISTRY
 from zonegate.plugins.registry import loaded_handlers
@@ -97,6 +98,7 @@ class InProcessProxy:
         self.health = HealthChecker()
         self.access_log: AccessLog | None = None
         self.config_hash = "0" * 32
+        self.handlers: dict[str, type[Plugin]] = {}
 
     @property
     def draining(self) -> bool:
@@ -105,7 +107,7 @@ class InProcessProxy:
     async def start(self, config: Config) -> None:
         settings = self.settings
         headers, limits = runtime_options(settings)
-        handlers = loaded_handlers(settings.plugins)
+        handlers = self.handlers = loaded_handlers(settings.plugins)
         for handler in handlers.values():
             handler.init_worker(settings)
         runtime = build_runtime(config, headers=headers, limits=limits, plugin_handlers=handlers)
@@ -175,6 +177,11 @@ class InProcessProxy:
         if self.server is not None:
             await self.server.drain(grace)
             await self.server.close()
+        for name, handler in self.handlers.items():
+            try:
+                await handler.close_worker()
+            except Exception:
+                log.exception("plugin.close_failed", plugin=name)
         if self.access_log is not None:
             self.access_log.close()
             self.access_log = None

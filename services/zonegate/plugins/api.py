@@ -24,7 +24,7 @@ request does no setup. The context object exists only for requests whose chain i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Protocol
 from urllib.parse import parse_qs, urlencode
@@ -54,17 +54,33 @@ def _encode(text: str) -> bytes:
 class Exit:
     """Answer the client now. ``message``: Kong's error body ``{"message": ..., "request_id": ...}``
     (``kong.response.error``); ``json``: that document as it is (``kong.response.exit`` with a
-    table); ``body``: these bytes with ``content_type``; none of them: an empty body."""
+    table); ``body``: these bytes with ``content_type``; none of them: an empty body.
+    ``headers``: a list of values sends the header once per value (as Kong's exit takes tables)."""
 
     status: int
     message: str | None = None
     json: Mapping[str, Any] | None = None
     body: bytes | None = None
     content_type: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
 
 
 AccessResult = Exit | None | Awaitable[Exit | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSummary:
+    """What happened to an exchange, for tracing plugins: a few scalars, no header copies (unlike
+    ``serialize()``). Times are ``time.monotonic()`` seconds."""
+
+    http_version: str  # "1.1" or "1.0"
+    host: str  # as the client sent it (Host header or absolute-form target); "" when absent
+    target: str  # the request target as received, path and query (Kong's ``request_uri``)
+    status: int  # as sent to the client; 499 when the client left first
+    started: float  # when the request head arrived
+    upstream_status: int  # what the upstream answered; 0 when none did
+    upstream_address: tuple[str, int] | None  # the last upstream address tried (ip or name, port)
+    tries: int  # connection attempts to upstreams (0: the request never left)
 
 
 class RequestView(Protocol):
@@ -142,6 +158,10 @@ class RequestView(Protocol):
 
     def serialize(self) -> dict[str, Any]:
         """Kong's ``kong.log.serialize()`` of the finished exchange (for log phases)."""
+        ...
+
+    def summary(self) -> ExchangeSummary:
+        """Timings, statuses and the upstream of the exchange so far (cheap; for log phases)."""
         ...
 
 
@@ -396,6 +416,11 @@ class Plugin:
     def init_worker(cls, settings: Settings) -> None:
         """Once per proxy process, before it serves (Kong's ``init_worker``): connections or
         state a plugin keeps across configs (e.g. a bus client for cluster-wide counters)."""
+
+    @classmethod
+    async def close_worker(cls) -> None:
+        """Once per proxy process, after its last request (Kong's worker exit): flush what is
+        queued and close clients, quickly: the process is stopping."""
 
 
 class SharedIndexes(Protocol):

@@ -5,7 +5,8 @@ starts the queue's one sender task on the running loop. The sender waits for an 
 to ``max_coalescing_delay`` for the batch to fill (``max_batch_size``), and hands the batch to
 ``send``. A failed batch is retried after ``initial_retry_delay``, doubled each time up to
 ``max_retry_delay``, until ``max_retry_time`` has passed; then it is dropped and logged. A full
-queue (``max_entries``) drops its oldest entry. Invariant: at most one batch in flight per queue.
+queue (``max_entries``) drops its oldest entry. ``flush`` sends what is left when the process
+stops. Invariant: at most one batch in flight per queue.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class BatchQueue:
         self.task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.sent_batches = 0
+        self.in_flight: list[Any] | None = None  # the batch being sent or retried
 
     def put(self, entry: Any) -> None:
         if len(self.entries) >= self.max_entries:
@@ -75,6 +77,11 @@ class BatchQueue:
                 await self._deliver(batch)
 
     async def _deliver(self, batch: list[Any]) -> None:
+        self.in_flight = batch
+        await self._attempts(batch)
+        self.in_flight = None
+
+    async def _attempts(self, batch: list[Any]) -> None:
         started = time.monotonic()
         delay = self.initial_retry_delay
         attempt = 0
@@ -106,3 +113,27 @@ class BatchQueue:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    async def flush(self, seconds: float) -> None:
+        """Stop the sender and send what is queued now, without coalescing or retries, for at
+        most ``seconds`` (Kong's queues flush when their worker exits). The batch that
+        was in flight goes again (delivery is at least once); what is left is dropped, logged."""
+        await self.close()
+        if self.in_flight is not None:
+            self.entries.extendleft(reversed(self.in_flight))
+            self.in_flight = None
+        deadline = time.monotonic() + seconds
+        while self.entries and (left := deadline - time.monotonic()) > 0:
+            batch = [self.entries.popleft() for _ in range(min(self.max_batch_size, len(self.entries)))]
+            try:
+                await asyncio.wait_for(self.send(batch), left)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.entries.extendleft(reversed(batch))
+                log.warning("log_queue.flush_failed", queue=self.name, error=str(exc) or type(exc).__name__)
+                break
+            self.sent_batches += 1
+        if self.entries:
+            log.error("log_queue.batch_dropped", queue=self.name, entries=len(self.entries), attempts=1)
+            self.entries.clear()
