@@ -34,6 +34,7 @@ from zonegate.bus.signing import Signer
 from zonegate.bus.subjects import DEFAULT_GROUP, Names
 from zonegate.bus.v1 import bus_pb2
 from zonegate.control_plane import postgres
+from zonegate.control_plane.config_tracker import ConfigTracker
 from zonegate.control_plane.errors import StoreError
 from zonegate.control_plane.store import Store
 
@@ -74,6 +75,8 @@ class Publisher:
         self, store: Store, bus: BusConnection, signer: Signer, dsn: str, options: PublisherOptions
     ) -> None:
         self._store = store
+        # The stored config, moved forward by the revision log rather than re-read per change.
+        self._tracker = ConfigTracker(store)
         self._bus = bus
         self._signer = signer
         self._dsn = dsn
@@ -242,7 +245,7 @@ class Publisher:
 
     async def _publish_once(self) -> None:
         started = time.monotonic()
-        current = await self._store.snapshot()
+        current = await self._tracker.current()
         last = self.last
         if last is not None and current.version <= last.version:
             return

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from zonegate.control_plane.admin_api import build_app
 from zonegate.control_plane.admin_api.listeners import start_admin_api
+from zonegate.control_plane.config_tracker import ConfigTracker
 from zonegate.control_plane.listener import ConfigListener
 from zonegate.control_plane.node import open_store
 from zonegate.control_plane.store import Store
@@ -40,6 +41,7 @@ class StoreFollower:
         self.settings = settings
         self._target = target
         self._store: Store | None = None
+        self._tracker: ConfigTracker | None = None  # the store's config, followed by revisions
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: ConfigListener | None = None
@@ -53,7 +55,8 @@ class StoreFollower:
     async def open(self) -> Config:
         """Connect (one clear line if the database is not ready) and read the config to start with."""
         self._store = await open_store(self.settings)
-        snapshot = await self._store.snapshot()
+        self._tracker = ConfigTracker(self._store)
+        snapshot = await self._tracker.current()
         self.version = snapshot.version
         return snapshot.config
 
@@ -78,7 +81,8 @@ class StoreFollower:
             await self._wanted.wait()
             self._wanted.clear()
             try:
-                snapshot = await self.store.snapshot()
+                assert self._tracker is not None
+                snapshot = await self._tracker.current()
                 if snapshot.version <= self.version:
                     continue
                 hashes = await asyncio.to_thread(config_hash, snapshot.config)
