@@ -301,3 +301,23 @@ def test_one_pass_encoding_is_the_canonical_document_and_its_hash(model: Model) 
         return dict(pairs)
 
     assert json.loads(raw, object_pairs_hook=sorted_object) == canonical.canonical_document(config)
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(models(), min_size=1, max_size=4), st.randoms(use_true_random=False))
+def test_encoding_with_the_cache_equals_encoding_without(models_: list[Model], rng: random.Random) -> None:
+    cache = canonical.EncodingCache()
+    previous: Config | None = None
+    for model in models_:
+        config = declarative.load(render_nested(model))
+        if previous is not None:
+            # As a control plane's tracker does: unchanged entities are the previous objects.
+            kept = {e["id"]: e for _kind, e in previous if rng.random() < 0.7}
+            config = Config.build(
+                {
+                    kind: [kept.get(e["id"], e) if kept.get(e["id"]) == e else e for e in config.of(kind)]
+                    for kind in config.entities
+                }
+            )
+        assert canonical.encode_config(config, cache) == canonical.encode_config(config)
+        previous = config

@@ -28,7 +28,7 @@ from zonegate import __version__
 from zonegate.bus.signing import SignatureError, Signer, Verifier
 from zonegate.bus.v1 import bus_pb2
 from zonegate.core import consistency
-from zonegate.core.canonical import ConfigHash, encode_config
+from zonegate.core.canonical import ConfigHash, EncodingCache, encode_config
 from zonegate.core.config import Config
 
 COMPRESSION: Final = "zstd"
@@ -74,12 +74,16 @@ def encode(
     plugin_versions: Mapping[str, str],
     inline_limit: int,
     bucket: str,
+    cache: EncodingCache | None = None,
 ) -> EncodedSnapshot:
-    """Build and sign a snapshot; raises SnapshotRejected when the config fails its own check."""
+    """Build and sign a snapshot; raises SnapshotRejected when the config fails its own check.
+
+    ``cache``: the encodings of the last snapshot built with it (one publisher's, used by one
+    thread at a time), so unchanged entities are not encoded again."""
     problems = consistency.problems(config)
     if problems:
         raise SnapshotRejected("config fails its consistency check: " + "; ".join(problems))
-    raw, hashes = encode_config(config)
+    raw, hashes = encode_config(config, cache)
     payload = zstandard.ZstdCompressor(level=_LEVEL).compress(raw)
     digest = hashlib.sha256(payload).digest()
     header = bus_pb2.SnapshotHeader(

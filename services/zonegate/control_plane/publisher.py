@@ -37,6 +37,7 @@ from zonegate.control_plane import postgres
 from zonegate.control_plane.config_tracker import ConfigTracker
 from zonegate.control_plane.errors import StoreError
 from zonegate.control_plane.store import Store
+from zonegate.core.canonical import EncodingCache
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +78,7 @@ class Publisher:
         self._store = store
         # The stored config, moved forward by the revision log rather than re-read per change.
         self._tracker = ConfigTracker(store)
+        self._encodings = EncodingCache()  # so an unchanged entity is not encoded again
         self._bus = bus
         self._signer = signer
         self._dsn = dsn
@@ -261,6 +263,7 @@ class Publisher:
             plugin_versions=self.options.plugin_versions or {},
             inline_limit=self._inline_limit(),
             bucket=names.snapshot_bucket,
+            cache=self._encodings,
         )
         built = time.monotonic()
         await self._bus.wait_connected()

@@ -23,6 +23,7 @@ import msgspec
 
 from zonegate.core.config import Config
 from zonegate.core.entities import KINDS
+from zonegate.core.schema import Entity
 
 HASH_GROUPS: Final = ("routes", "services", "plugins", "upstreams", "targets", "rest")
 EMPTY_HASH: Final = "0" * 32
@@ -56,6 +57,40 @@ def _kind_bytes(config: Config) -> dict[str, bytes]:
     return {kind: _encode(list(config.of(kind))) for kind in KINDS if config.of(kind)}
 
 
+class EncodingCache:
+    """Each entity's bytes from the last encoding, reused while the entity is the same object.
+
+    A control plane moves its config forward by replacing only the entities that changed
+    (entities are read-only dicts), so from one version to the next almost every entity is
+    the very same object: its bytes are looked up instead of written again.
+    """
+
+    __slots__ = ("_entities",)
+
+    def __init__(self) -> None:
+        self._entities: dict[tuple[str, str], tuple[Entity, bytes]] = {}
+
+    def kind_bytes(self, config: Config) -> dict[str, bytes]:
+        previous = self._entities
+        current: dict[tuple[str, str], tuple[Entity, bytes]] = {}
+        parts: dict[str, bytes] = {}
+        for kind in KINDS:
+            entities = config.of(kind)
+            if not entities:
+                continue
+            pieces: list[bytes] = []
+            for entity in entities:
+                key = (kind, entity["id"])
+                known = previous.get(key)
+                data = known[1] if known is not None and known[0] is entity else _encode(entity)
+                current[key] = (entity, data)
+                pieces.append(data)
+            # What the encoder writes for the list: its items' bytes, comma-separated.
+            parts[kind] = b"[" + b",".join(pieces) + b"]"
+        self._entities = current
+        return parts
+
+
 def _object(parts: dict[str, bytes]) -> bytes:
     """The JSON object of already encoded values, keys sorted as the encoder sorts them."""
     return b"{" + b",".join(_encode(key) + b":" + parts[key] for key in sorted(parts)) + b"}"
@@ -87,7 +122,8 @@ def config_hash(config: Config) -> ConfigHash:
     return _hash_of(config, _kind_bytes(config))
 
 
-def encode_config(config: Config) -> tuple[bytes, ConfigHash]:
-    """``canonical_bytes`` and ``config_hash`` of ``config``, each kind encoded only once."""
-    kinds = _kind_bytes(config)
+def encode_config(config: Config, cache: EncodingCache | None = None) -> tuple[bytes, ConfigHash]:
+    """``canonical_bytes`` and ``config_hash`` of ``config``, each kind encoded only once (and
+    with ``cache``, each entity only when it is not the object encoded last time)."""
+    kinds = cache.kind_bytes(config) if cache is not None else _kind_bytes(config)
     return _object(kinds), _hash_of(config, kinds)
