@@ -399,6 +399,27 @@ def test_access_log_has_one_line_per_request(zonegate_node_factory: Any, echo_up
     assert entry["path"] == "/logged"
 
 
+def test_access_log_to_dev_stdout_uses_the_stdout_the_node_has(
+    zonegate_node_factory: Any, echo_upstream: EchoUpstream
+) -> None:
+    # Kong's images log to /dev/stdout; the node writes to the descriptor it was given (here the
+    # harness's log file) rather than reopening the path, which a non-root process may not.
+    node = zonegate_node_factory(
+        {
+            "_format_version": "3.0",
+            "services": [service("svc", echo_upstream, routes=[{"name": "r", "paths": ["/"]}])],
+        },
+        {"ZONEGATE_PROXY_ACCESS_LOG": "/dev/stdout"},
+    )
+    _, headers, _ = request(node, "GET", "/to-stdout")
+    node.stop()
+    lines = [json.loads(line) for line in node.read_log().splitlines() if line.startswith("{")]
+    assert [
+        entry["path"] for entry in lines if entry.get("request_id") == headers["x-zonegate-request-id"]
+    ] == ["/to-stdout"]
+    assert not (node.prefix / "access.log").exists()
+
+
 def test_trusted_peers_forwarded_headers_are_believed(
     zonegate_node_factory: Any, echo_upstream: EchoUpstream
 ) -> None:

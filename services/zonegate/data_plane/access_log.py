@@ -9,6 +9,7 @@ flushed about once a second, so logging costs the hot path one dict and one rend
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
@@ -20,13 +21,23 @@ if TYPE_CHECKING:
 
 FLUSH_INTERVAL: Final = 1.0
 FLUSH_BYTES: Final = 64 * 1024
+# Kong's container images log to /dev/stdout. Reopening that path fails for a non-root process
+# whose stdout is a pipe owned by root (docker's): the descriptor it already has is used instead.
+STANDARD_STREAMS: Final = {Path("/dev/stdout"): 1, Path("/dev/stderr"): 2}
+
+
+def _open(path: Path) -> IO[str]:
+    descriptor = STANDARD_STREAMS.get(path)
+    if descriptor is not None:
+        return os.fdopen(os.dup(descriptor), "a", encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "a", encoding="utf-8")
 
 
 class AccessLog:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - owned until close()
+        self._file: IO[str] = _open(path)
         self._render = structlog.processors.JSONRenderer()
         self._pending: list[str] = []
         self._pending_bytes = 0
