@@ -153,6 +153,7 @@ def test_defaults_when_nothing_is_set() -> None:
     assert s.cluster_data_plane_purge_delay == 1209600
     assert s.cluster_nats_url == ("tls://127.0.0.1:4222",)
     assert (s.cluster_name, s.cluster_js_domain, s.cluster_snapshot_history) == ("default", None, 10)
+    assert (s.cluster_hub_js_domain, s.cluster_js_replicas) == (None, 1)
     assert s.data_plane_cache_encryption is False
     assert s.lmdb_environment_path == Path("dbless.lmdb")
     assert s.lmdb_map_size == 2048 * 1024 * 1024
@@ -353,6 +354,8 @@ def test_conf_is_not_a_file_setting(tmp_path: Path) -> None:
         ),
         ("cluster_name", "eu-west_1", "eu-west_1"),
         ("cluster_js_domain", "hub", "hub"),
+        ("cluster_hub_js_domain", "region-a", "region-a"),
+        ("cluster_js_replicas", "5", 5),
         ("cluster_snapshot_history", "1", 1),
         ("cluster_data_plane_purge_delay", "60", 60),
         ("real_ip_header", "X-Forwarded-For", "X-Forwarded-For"),
@@ -448,6 +451,13 @@ def test_relative_prefix_is_made_absolute() -> None:
             "must be 1-64 letters, digits, '_' or '-' (it becomes part of NATS subjects and stream names)",
         ),
         ("cluster_snapshot_history", "0", "must be between 1 and 10000"),
+        ("cluster_js_replicas", "0", "must be between 1 and 5"),
+        ("cluster_js_replicas", "6", "must be between 1 and 5"),
+        (
+            "cluster_hub_js_domain",
+            "region.a",
+            "must be 1-64 letters, digits, '_' or '-' (it becomes part of NATS subjects and stream names)",
+        ),
         ("real_ip_header", "X Real IP", "must be an HTTP header name"),
     ],
 )
@@ -699,6 +709,12 @@ def test_labels_only_on_data_planes(role: str) -> None:
             "declarative_config can only be used with database = off (database is postgres)",
             "declarative_config",
         ),
+        (
+            {**CP, "ZONEGATE_CLUSTER_JS_DOMAIN": "hub", "ZONEGATE_CLUSTER_HUB_JS_DOMAIN": "hub"},
+            "cluster_hub_js_domain can only be used when role = data_plane (role is control_plane); "
+            "a control plane's hub domain is its cluster_js_domain",
+            "cluster_hub_js_domain",
+        ),
     ],
 )
 def test_cross_setting_rules(environ: dict[str, str], message: str, setting: str) -> None:
@@ -733,6 +749,14 @@ def test_valid_hybrid_nodes_load() -> None:
     assert cp.database == "postgres"
     traditional_dbless = load_settings({"ZONEGATE_DATABASE": "off"}, None)
     assert traditional_dbless.role == "traditional"
+
+
+def test_a_region_data_plane_names_the_hub_domain_of_the_shared_counters() -> None:
+    region = {**DP, "ZONEGATE_CLUSTER_JS_DOMAIN": "region-b"}
+    assert load_settings(region, None).hub_js_domain == "region-b"  # not set: its own domain
+    with_hub = load_settings({**region, "ZONEGATE_CLUSTER_HUB_JS_DOMAIN": "region-a"}, None)
+    assert (with_hub.cluster_js_domain, with_hub.hub_js_domain) == ("region-b", "region-a")
+    assert load_settings(DP, None).hub_js_domain is None
 
 
 def test_the_first_violated_rule_is_reported() -> None:

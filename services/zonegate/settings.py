@@ -804,10 +804,26 @@ SETTING_SPECS: Final[tuple[SettingSpec, ...]] = (
         kong=False,
     ),
     _spec(
+        "cluster_hub_js_domain",
+        optional(string(_NAME_TOKEN_RE, _NAME_TOKEN_RULE)),
+        "",
+        "A region's data plane: the hub's JetStream domain, where cluster rate-limiting counters live; "
+        "not set: cluster_js_domain.",
+        kong=False,
+    ),
+    _spec(
         "cluster_region_domains",
         _DOMAINS,
         "",
         "JetStream domains of regions where the control plane keeps a mirror of the config stream.",
+        kong=False,
+    ),
+    _spec(
+        "cluster_js_replicas",
+        integer(1, 5),
+        "1",
+        "Replicas of the config stream, snapshot store and rate-limiting counters in the hub's JetStream "
+        "cluster (control plane).",
         kong=False,
     ),
     _spec(
@@ -917,7 +933,9 @@ class Settings:
     cluster_nats_url: tuple[str, ...]
     cluster_name: str
     cluster_js_domain: str | None
+    cluster_hub_js_domain: str | None
     cluster_region_domains: tuple[str, ...]
+    cluster_js_replicas: int
     cluster_snapshot_history: int
     cluster_publish_interval: float
     cluster_heartbeat_interval: float
@@ -934,6 +952,12 @@ class Settings:
     @property
     def is_data_plane(self) -> bool:
         return self.role == "data_plane"
+
+    @property
+    def hub_js_domain(self) -> str | None:
+        """The JetStream domain of the hub's streams (the config stream's origin, the rate-limiting
+        counters): ``cluster_hub_js_domain`` on a region's data plane, else ``cluster_js_domain``."""
+        return self.cluster_hub_js_domain or self.cluster_js_domain
 
     @property
     def serves_proxy(self) -> bool:
@@ -994,6 +1018,12 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError(
             f"cluster_dp_labels can only be used when role = data_plane (role is {s.role})",
             setting="cluster_dp_labels",
+        )
+    if s.cluster_hub_js_domain is not None and not s.is_data_plane:
+        raise SettingsError(
+            f"cluster_hub_js_domain can only be used when role = data_plane (role is {s.role}); "
+            "a control plane's hub domain is its cluster_js_domain",
+            setting="cluster_hub_js_domain",
         )
     if s.cluster_region_domains and s.cluster_js_domain is None:
         raise SettingsError(

@@ -17,7 +17,7 @@ from nats.js.api import StreamConfig
 
 from bus.support import Pair, Pki, Rendered, connect, node_settings, server_logged
 from harness import NatsServerFactory, free_port
-from zonegate.bus import tls
+from zonegate.bus import ratelimit_store, tls
 from zonegate.bus.nats_config import Gateway, LeafRemote
 from zonegate.bus.subjects import Names
 from zonegate.embedded.nats_server import NatsServer
@@ -130,6 +130,40 @@ async def test_pki_leaf_link_needs_a_server_certificate(
     region(nats_server_factory, "pki", pki.data_plane, pki.ca, hub_rendered, "rogue")
     assert await server_logged(hub_server, "authentication error")
     assert len(monitor(hub_server, "/leafz").get("leafs") or []) == 1
+
+
+async def test_pki_region_data_plane_counts_in_the_hubs_rate_limiting_bucket(
+    nats_server_factory: NatsServerFactory, pki: Pki
+) -> None:
+    # Counters are global: the bucket is in the hub's domain only, and a region's data plane
+    # writes to it as $JS.hub.API.$KV... ($KV.> does not cross a leaf link between domains).
+    hub_server, hub_rendered = hub(nats_server_factory, "pki", pki.server, pki.ca)
+    region_server = region(nats_server_factory, "pki", pki.server, pki.ca, hub_rendered, "eu")
+    assert await wait_until(lambda: len(monitor(hub_server, "/leafz").get("leafs") or []) == 1)
+    cp = await connect(
+        hub_server, tls.client_ssl_context(node_settings("pki", pki.control_plane, pki.ca.cert))
+    )
+    dp_settings = node_settings("pki", pki.data_plane, pki.ca.cert)
+    hub_dp = await connect(hub_server, tls.client_ssl_context(dp_settings))
+    region_dp = await connect(region_server, tls.client_ssl_context(dp_settings))
+    try:
+        await ratelimit_store.ensure_ratelimit_bucket(cp.client.jetstream(timeout=5), NAMES)
+        counter = ratelimit_store.Counter(key="plugin.minute.60.abc", limit=3, ttl=120)
+        at_hub = (hub_dp.client.jetstream(timeout=5), ratelimit_store.ClusterCounters(NAMES))
+        in_region = (
+            region_dp.client.jetstream(domain="hub", timeout=5),
+            ratelimit_store.ClusterCounters(NAMES, remote_domain="hub"),
+        )
+        taken = []
+        for js, counters in (at_hub, in_region, at_hub, in_region):  # each write after the other's
+            taken.append(await counters.take(js, [counter], ack_wait=2))
+        assert [t.usage for t in taken] == [(0,), (1,), (2,), (3,)]
+        assert [t.stop for t in taken] == [None, None, None, 0]  # 3 of 3: refused, not counted
+        for connected in (hub_dp, region_dp):
+            assert not [e for e in connected.errors if "permissions violation" in str(e).lower()]
+    finally:
+        for connected in (region_dp, hub_dp, cp):
+            await connected.client.close()
 
 
 async def test_pki_routes_need_a_server_certificate(nats_server_factory: NatsServerFactory, pki: Pki) -> None:

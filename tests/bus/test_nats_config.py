@@ -121,6 +121,9 @@ def test_data_plane_permissions_read_only_and_scoped() -> None:
     assert "$JS.FC.OBJ_ZG_SNAPSHOTS_edge.>" in dp.publish_allow
     # rate-limiting's cluster counters: publish (compare-and-set) on the keys, direct get of one key.
     assert "$KV.ZG_RATELIMIT_edge.>" in dp.publish_allow
+    # ... and, for a bucket in another domain, the same keys under that domain's API prefix.
+    assert "$JS.eu.API.$KV.ZG_RATELIMIT_edge.>" in dp.publish_allow
+    assert "$JS.API.$KV.ZG_RATELIMIT_edge.>" not in dp.publish_allow
     for prefix in ("$JS.API", "$JS.eu.API"):
         assert f"{prefix}.DIRECT.GET.KV_ZG_RATELIMIT_edge.>" in dp.publish_allow
     assert not any("KV_ZG_RATELIMIT_edge" in s and "DIRECT.GET" not in s for s in dp.publish_allow)
@@ -151,6 +154,7 @@ def test_domain_forms_follow_the_js_domain(pki: Pki, cluster_pair: Pair, tmp_pat
     regional = render(options("pki", pki, cluster_pair, tmp_path, js_domain="eu", remote_js_domains=("hub",)))
     assert '"$JS.eu.API.STREAM.MSG.GET.ZG_CONFIG_default"' in regional
     assert '"$JS.hub.API.DIRECT.GET.ZG_CONFIG_default.>"' in regional
+    assert '"$JS.hub.API.$KV.ZG_RATELIMIT_default.>"' in regional  # counting in the hub's bucket
     assert 'domain: "eu"' in regional
     other = render(options("pki", pki, cluster_pair, tmp_path, zonegate_cluster="blue"))
     assert "zg.blue.config.>" in other and "zg.default" not in other

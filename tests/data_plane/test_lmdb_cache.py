@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import lmdb
+import msgspec
 import pytest
+import zstandard
 
 from zonegate.bus.certificates import generate_cluster_certificate
 from zonegate.core import declarative
 from zonegate.core.canonical import config_hash
 from zonegate.core.config import Config
+from zonegate.core.config_delta import ConfigDelta, diff
 from zonegate.data_plane.cache_cipher import CacheCipher
-from zonegate.data_plane.lmdb_cache import KEY_CONFIG, ConfigCache
+from zonegate.data_plane.lmdb_cache import KEY_CONFIG, MAX_DELTAS, ConfigCache
 
 CONFIG = declarative.loads('_format_version: "3.0"\nservices: [{name: a, url: "http://10.0.0.1"}]\n')
 MAP_SIZE = 16 * 1024 * 1024
@@ -85,3 +89,43 @@ def test_file_that_is_not_lmdb_is_moved_aside(tmp_path: Path) -> None:
     (tmp_path / "c" / "data.mdb").write_bytes(b"\x00garbage" * 1000)
     cache = ConfigCache(tmp_path / "c", MAP_SIZE)
     assert cache.moved_aside and cache.read() is None
+
+
+def delta_payload(delta: ConfigDelta) -> bytes:
+    return zstandard.ZstdCompressor().compress(msgspec.json.encode(delta.document()))
+
+
+def service_config(*hosts: str) -> Config:
+    services = ", ".join(f'{{name: s{i}, url: "http://{host}"}}' for i, host in enumerate(hosts))
+    return declarative.loads(f'_format_version: "3.0"\nservices: [{services}]\n')
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_deltas_are_replayed_after_the_whole_config_and_reset_by_the_next(
+    tmp_path: Path, encrypted: bool
+) -> None:
+    cipher = CacheCipher.from_private_key(key_file(tmp_path, "k")) if encrypted else None
+    steps = [service_config("a"), service_config("a", "b"), service_config("b2", "b"), service_config("c")]
+    cache = ConfigCache(tmp_path / "c", MAP_SIZE, cipher=cipher)
+    assert not cache.append_delta(delta_payload(diff(Config(), steps[0])), "h0", 1)  # nothing to apply it to
+    cache.write(steps[0], "h0", 1)
+    for version, (before, after) in enumerate(itertools.pairwise(steps), start=2):
+        assert cache.append_delta(delta_payload(diff(before, after)), f"h{version}", version)
+        cached = cache.read()  # as a worker would, in another process
+        assert cached is not None and cached.config == after
+        assert (cached.version, cached.config_hash) == (version, f"h{version}")
+    cache.write(steps[0], "h9", 9)  # a whole config drops the deltas before it
+    cached = cache.read()
+    assert cached is not None and cached.config == steps[0] and cached.version == 9
+    cache.close()
+
+
+def test_past_the_delta_limit_the_caller_writes_the_whole_config(tmp_path: Path) -> None:
+    cache = ConfigCache(tmp_path / "c", MAP_SIZE)
+    cache.write(CONFIG, "h", 1)
+    empty = delta_payload(ConfigDelta())
+    assert all(cache.append_delta(empty, "h", 2 + i) for i in range(MAX_DELTAS))
+    assert not cache.append_delta(empty, "h", 999)
+    cached = cache.read()
+    assert cached is not None and cached.version == 1 + MAX_DELTAS and cached.config == CONFIG
+    cache.close()

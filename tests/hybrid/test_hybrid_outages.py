@@ -85,9 +85,20 @@ def test_data_planes_reconnect_after_nats_restarts(
     wait_served(dp, "/one")
     cluster.nats.kill()
     assert serves(dp, "/one")
+    # While it lasts, the outage is what the DP reports (UnexpectedEOF, refused reconnects, ...).
+    wait_for(lambda: dp.status()["clustering"]["last_error"], 15, "the DP to report the lost bus")
     add_route(cp, echo_upstream, "two")  # made while the bus is down: published when it is back
     cluster.nats.restart()
     wait_served(dp, "/two", timeout=30)
+    # Reconnected: the connection error is gone, on the DP and on the CP's list.
+    wait_for(lambda: dp.status()["clustering"]["last_error"] is None, 15, "the DP's error to clear")
+    assert dp.status()["clustering"]["bus_reconnects"] >= 1
+
+    def listed_clean() -> bool:
+        rows = cp.api("GET", "/clustering/data-planes")[1]["data"]
+        return len(rows) == 1 and rows[0]["last_error"] is None and rows[0]["sync_status"] == "normal"
+
+    wait_for(listed_clean, 15, "the CP to list the DP with no error")
     add_route(cp, echo_upstream, "three")
     wait_served(dp, "/three")
 

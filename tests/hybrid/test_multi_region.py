@@ -2,21 +2,26 @@
 
 The hub runs the CP (and a DP); the region's nats-server is a leaf node of the hub with its own
 JetStream domain, where the CP keeps a mirror of the config stream. A region DP reads only its
-region's copy, so it boots and serves while the link is down, and catches up when it heals.
+region's copy, so it boots and serves while the link is down, and catches up when it heals. A
+region cut off when the CP starts leading gets its copy once the link heals, with no config
+change. Rate-limiting's cluster counters are global: a region DP counts in the hub's bucket.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from data_plane.test_proxy_e2e import request
 from harness.echo_upstream import EchoUpstream
 from harness.fixtures import PostgresDatabase
-from harness.hybrid import HybridCluster
+from harness.hybrid import HybridCluster, wait_for
 from harness.link import Link
+from plugins.test_rate_limiting import away_from_the_minute_edge
 from zonegate.bus import nats_config
 from zonegate.embedded.nats_server import NatsServer
 from zonegate.embedded.ports import free_port
@@ -127,3 +132,77 @@ def test_a_region_keeps_booting_from_its_own_copy_while_cut_off(
         wait_served(node, "/two", timeout=40)
     hashes = {node.status()["configuration_hash"] for node in (hub_dp, region_dp, fresh)}
     assert len(hashes) == 1
+
+
+def test_a_region_out_of_reach_when_the_leader_starts_gets_its_copy_once_the_link_heals(
+    regions: Regions, echo_upstream: EchoUpstream
+) -> None:
+    cluster = regions.cluster
+    hub_url, region_url = regions.hub.url, regions.region.url
+    regions.link.cut()  # before the control plane ever leads: its first mirror attempt fails
+    cp = cluster.add_control_plane(
+        cluster_nats_url=hub_url, cluster_js_domain="hub", cluster_region_domains="region"
+    )
+    hub_dp = cluster.add_data_plane(cluster_nats_url=hub_url, cluster_js_domain="hub")
+    region_dp = cluster.add_data_plane(cluster_nats_url=region_url, cluster_js_domain="region")
+    add_route(cp, echo_upstream, "one")  # publishing does not wait for the region
+    wait_served(hub_dp, "/one")
+    wait_for(lambda: "bus.region_mirror_unavailable" in cp.read_log(), 10, "a failed mirror attempt")
+    assert proxied_status(region_dp, "/one") != 200
+
+    # No config change from here on: the leader's retries alone bring the region its copy.
+    regions.link.heal()
+    wait_served(region_dp, "/one", timeout=45)
+    assert "bus.region_mirror_created" in cp.read_log()
+    assert region_dp.status()["configuration_hash"] == hub_dp.status()["configuration_hash"]
+
+
+def test_cluster_rate_limiting_counts_once_across_regions(
+    regions: Regions, echo_upstream: EchoUpstream
+) -> None:
+    """A region's data plane counts in the hub's bucket (``cluster_hub_js_domain``) through the
+    leaf link, so one limit holds across regions, as Kong's database-backed ``cluster`` policy
+    does; with the link cut it counts locally (``fault_tolerant``) or answers 500."""
+    cluster = regions.cluster
+    hub_url, region_url = regions.hub.url, regions.region.url
+    cp = cluster.add_control_plane(
+        cluster_nats_url=hub_url, cluster_js_domain="hub", cluster_region_domains="region"
+    )
+    hub_dp = cluster.add_data_plane(cluster_nats_url=hub_url, cluster_js_domain="hub")
+    region_dp = cluster.add_data_plane(
+        cluster_nats_url=region_url, cluster_js_domain="region", cluster_hub_js_domain="hub"
+    )
+    assert cp.api("POST", "/services", {"name": "echo", "url": echo_upstream.url})[0] == 201
+    limits = {
+        "shared": {"minute": 5, "policy": "cluster", "limit_by": "ip"},
+        "spare": {"minute": 3, "policy": "cluster", "limit_by": "ip"},
+        "strict": {"hour": 1000, "policy": "cluster", "fault_tolerant": False},
+    }
+    for name, config in limits.items():
+        assert cp.api("POST", "/services/echo/routes", {"name": name, "paths": [f"/{name}"]})[0] == 201
+        plugin = {"name": "rate-limiting", "config": config}
+        assert cp.api("POST", f"/routes/{name}/plugins", plugin)[0] == 201
+    for node in (hub_dp, region_dp):
+        # /strict answers 200 once the whole config is there and the node's counters answer.
+        wait_for(
+            lambda node=node: request(node, "GET", "/strict")[0] == 200,
+            20,
+            f"{node.proxy_url} to count /strict on the bus",
+        )
+
+    away_from_the_minute_edge()
+    answers = [request((hub_dp, region_dp)[i % 2], "GET", "/shared") for i in range(7)]
+    assert [status for status, _, _ in answers] == [200, 200, 200, 200, 200, 429, 429]
+    assert [h["x-ratelimit-remaining-minute"] for _, h, _ in answers] == ["4", "3", "2", "1", "0", "0", "0"]
+
+    # The link is cut: the region cannot reach the counters. fault_tolerant counts locally, from
+    # zero; without it, Kong's 500. The hub keeps counting on the bus.
+    regions.link.cut()
+    _, _, body = wait_for(
+        lambda: (answer := request(region_dp, "GET", "/strict"))[0] == 500 and answer, 10, "a 500"
+    )
+    assert json.loads(body)["message"] == "An unexpected error occurred"
+    local = [request(region_dp, "GET", "/spare") for _ in range(4)]
+    assert [status for status, _, _ in local] == [200, 200, 200, 429]
+    assert [h["x-ratelimit-remaining-minute"] for _, h, _ in local] == ["2", "1", "0", "0"]
+    assert request(hub_dp, "GET", "/spare")[0] == 200  # the hub's count is apart from the region's

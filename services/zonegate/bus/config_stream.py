@@ -1,9 +1,10 @@
 """The config stream and the snapshot object store: creating them, writing to them, reading them.
 
 The stream keeps the last ``history`` snapshots per config group (``max_msgs_per_subject``),
-on disk, so a data plane that starts while every control plane is down still boots from the
-bus. Publication carries ``Nats-Msg-Id`` = version and hash, so when two control planes both
-believe they lead for a moment (lock handover), the same version is stored once.
+on disk, on ``replicas`` servers of the hub (``stream_replicas``), so a data plane that starts
+while every control plane is down, or one hub server is, still boots from the bus. Publication
+carries ``Nats-Msg-Id`` = version and hash, so when two control planes both believe they lead
+for a moment (lock handover), the same version is stored once.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import structlog
 from nats.js import api
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
+from zonegate.bus import stream_replicas
 from zonegate.bus.subjects import OBJECT_STREAM_PREFIX, Names
 
 log = structlog.get_logger(__name__)
@@ -49,31 +51,48 @@ async def ensure_config_stream(js: Any, names: Names, *, history: int, replicas:
     try:
         info = await js.stream_info(names.config_stream)
     except NotFoundError:
-        await js.add_stream(config)
+        await stream_replicas.create(
+            js,
+            lambda count: js.add_stream(replace(config, num_replicas=count)),
+            names.config_stream,
+            replicas,
+        )
         log.info("bus.stream_created", stream=names.config_stream, history=history)
         return
     if info.config.max_msgs_per_subject != history or names.config_wildcard not in (
         info.config.subjects or []
     ):
-        await js.update_stream(config)
+        # The replica count stays as it is here: a change the servers refuse must not stop this one.
+        await js.update_stream(replace(config, num_replicas=int(info.config.num_replicas or 1)))
         log.info("bus.stream_updated", stream=names.config_stream, history=history)
+    await stream_replicas.ensure_replicas(js, names.config_stream, replicas)
 
 
-async def ensure_snapshot_bucket(js: Any, names: Names, *, replicas: int = 1) -> Any:
+async def ensure_snapshot_bucket(js: Any, names: Names, *, replicas: int | None = None) -> Any:
+    """The snapshot object store, created if missing with ``replicas`` (None: 1); with ``replicas``
+    given, an existing store is also scaled to it (``None`` leaves its count alone)."""
     try:
-        return await js.object_store(names.snapshot_bucket)
+        store = await js.object_store(names.snapshot_bucket)
     except (BucketNotFoundError, NotFoundError):
-        store = await js.create_object_store(
-            names.snapshot_bucket,
-            config=api.ObjectStoreConfig(
-                bucket=names.snapshot_bucket,
-                description="Zonegate config snapshots too large for one message",
-                storage=api.StorageType.FILE,
-                replicas=replicas,
+        store = await stream_replicas.create(
+            js,
+            lambda count: js.create_object_store(
+                names.snapshot_bucket,
+                config=api.ObjectStoreConfig(
+                    bucket=names.snapshot_bucket,
+                    description="Zonegate config snapshots too large for one message",
+                    storage=api.StorageType.FILE,
+                    replicas=count,
+                ),
             ),
+            names.snapshot_object_stream,
+            replicas or 1,
         )
         log.info("bus.bucket_created", bucket=names.snapshot_bucket)
         return store
+    if replicas is not None:
+        await stream_replicas.ensure_replicas(js, names.snapshot_object_stream, replicas)
+    return store
 
 
 async def read_latest(js: Any, names: Names, group: str) -> StoredSnapshot | None:

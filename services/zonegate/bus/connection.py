@@ -7,6 +7,12 @@ NATS restart. nats-py reconnects by itself once connected; its server choice is 
 the same backoff. After the first connect and after every reconnect, ``on_connect`` runs: the
 caller re-reads what it may have missed (the latest snapshot) instead of trusting that a
 subscription survived (DESIGN section 3, watchdog; nats-io/nats.py issue 510).
+
+``last_error`` is what the node reports about its link (``/status``, heartbeats): an error that
+is about the link (a cut connection, a refused reconnect) lasts until the link is back, a failed
+re-read after a reconnect until a retry succeeds, then it is cleared; one the server reports on
+a working link (a permission violation, a slow consumer) stays until something replaces it.
+Errors about config (a refused snapshot) are not kept here but in the data plane's sync state.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, Final
 
 import nats
 import structlog
+from nats import errors as nats_errors
 from nats.aio.client import Client
 
 from zonegate.bus.tls import ClientTls
@@ -34,6 +41,17 @@ OnConnect = Callable[[], Awaitable[None]]
 _BASE_DELAY: Final = 0.25
 _CONNECT_TIMEOUT: Final = 3
 _CLOSE_TIMEOUT: Final = 3.0
+# What nats-py reports when the link itself fails (read EOF, refused or timed-out dials, pings
+# unanswered, TLS failures are OSErrors): cleared once reconnected.
+_LINK_ERRORS: Final = (
+    OSError,
+    asyncio.TimeoutError,
+    nats_errors.StaleConnectionError,  # includes UnexpectedEOF
+    nats_errors.ConnectionClosedError,
+    nats_errors.NoServersError,
+    nats_errors.AuthorizationError,
+    nats_errors.SecureConnFailedError,
+)
 
 
 def backoff_delay(attempt: int, *, cap: float, base: float = _BASE_DELAY) -> float:
@@ -76,6 +94,7 @@ class BusConnection:
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.last_error = ""
+        self._link_error = False  # last_error is about the link: clear it once reconnected
 
     @property
     def client(self) -> Client:
@@ -149,12 +168,12 @@ class BusConnection:
                 raise
             except Exception as exc:
                 delay = backoff_delay(attempt, cap=self.options.max_backoff)
-                self.last_error = f"cannot connect to the bus: {exc!r}"
+                self._set_error(f"cannot connect to the bus: {exc!r}", link=True)
                 log.warning("bus.connect_failed", error=repr(exc), retry_in=round(delay, 2), attempt=attempt)
                 attempt += 1
                 await asyncio.sleep(delay)
         log.info("bus.connected", server=self._server_url(), name=self.options.name)
-        self.last_error = ""
+        self._set_error("", link=False)
         self.connected.set()
         await self._resync()
 
@@ -169,18 +188,37 @@ class BusConnection:
         return str(nc.connected_url.netloc)
 
     async def _resync(self) -> None:
+        """Run ``on_connect``; retried while connected (JetStream may still be recovering after a
+        server restart), and its error cleared once it succeeds. A lost link ends the retries:
+        the next reconnect starts again."""
         if self._on_connect is None:
             return
-        try:
-            await self._on_connect()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the watchdog will try again; a resync must not kill the node
-            self.last_error = f"resync failed: {exc!r}"
-            log.exception("bus.resync_failed", error=repr(exc))
+        attempt = 0
+        while True:
+            try:
+                await self._on_connect()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a resync must not kill the node
+                self._set_error(f"resync failed: {exc!r}", link=True)
+                log.exception("bus.resync_failed", error=repr(exc), attempt=attempt)
+                if not self.is_connected:
+                    return
+                await asyncio.sleep(backoff_delay(attempt, cap=self.options.max_backoff))
+                attempt += 1
+                continue
+            if self._link_error and self.is_connected:
+                log.info("bus.error_cleared", error=self.last_error)
+                self._set_error("", link=False)
+            return
+
+    def _set_error(self, message: str, *, link: bool) -> None:
+        self.last_error, self._link_error = message, link
 
     async def _on_error(self, exc: Exception) -> None:
-        self.last_error = repr(exc)
+        # Anything reported while the link is down belongs to the outage, whatever its type.
+        link = isinstance(exc, _LINK_ERRORS) or not self.is_connected
+        self._set_error(repr(exc), link=link)
         log.warning("bus.error", error=repr(exc))
 
     async def _on_disconnected(self) -> None:
@@ -189,6 +227,9 @@ class BusConnection:
 
     async def _on_reconnected(self) -> None:
         self.reconnects += 1
+        if self._link_error:
+            log.info("bus.error_cleared", error=self.last_error)
+            self._set_error("", link=False)
         self.connected.set()
         log.info("bus.reconnected", server=self._server_url(), reconnects=self.reconnects)
         task = asyncio.get_running_loop().create_task(self._resync(), name="bus-resync")

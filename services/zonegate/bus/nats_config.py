@@ -42,6 +42,7 @@ from zonegate.bus.subjects import (
     SERVER_IDENTITY,
     Names,
     check_token,
+    in_domain,
 )
 
 Mode = Literal["shared", "pki"]
@@ -307,8 +308,10 @@ def data_plane_permissions(names: Names, domains: Sequence[str | None] = (None,)
     for stream in streams:
         allow += [f"$JS.FC.{stream}.>", f"$JS.ACK.{stream}.>"]
     # rate-limiting's cluster counters: compare-and-set publishes on the bucket's keys and direct
-    # gets of one key; no consumer, no stream API (the control plane creates the bucket).
+    # gets of one key; no consumer, no stream API (the control plane creates the bucket). A region's
+    # data plane writes to the hub's bucket as $JS.<hub>.API.$KV.<bucket>.<key> (subjects.in_domain).
     allow.append(names.ratelimit_wildcard)
+    allow += [in_domain(names.ratelimit_wildcard, domain) for domain in dict.fromkeys(domains) if domain]
     allow += [f"{prefix}.DIRECT.GET.{names.ratelimit_stream}.>" for prefix in api_prefixes(domains)]
     deny: list[str] = [names.config_wildcard, f"$O.{names.snapshot_bucket}.>"]
     for prefix in ("$JS.API", "$JS.*.API"):

@@ -19,22 +19,28 @@ Invariants:
 - Since a key only grows within its window, a value this process has seen is a lower bound of the
   truth: when it is already at the limit the request is refused without a round trip.
 
-The control plane creates the bucket (``ensure_ratelimit_bucket``, when it starts leading); a
-data plane needs no stream-administration right, only a publish on ``$KV.<bucket>.>`` and direct
-gets on the bucket's stream (``nats_config.data_plane_permissions``).
+The control plane creates the bucket (``ensure_ratelimit_bucket``, when it starts leading) in the
+hub's JetStream domain, and only there: counters are global, as Kong's are in its one database. A
+region's data plane counts in the hub's bucket through the leaf link (``Settings.hub_js_domain``):
+it writes to ``$JS.<hub>.API.$KV.<bucket>.<key>`` (``$KV.>`` itself does not cross a leaf link
+between domains) and reads with direct gets through ``$JS.<hub>.API``; with the link cut nothing
+answers and ``fault_tolerant`` counts locally. A data plane needs no stream-administration right,
+only those publishes and direct gets on the bucket's stream (``nats_config.data_plane_permissions``,
+with the hub among a region server's ``remote_js_domains``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import structlog
 from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 
-from zonegate.bus.subjects import Names
+from zonegate.bus import stream_replicas
+from zonegate.bus.subjects import Names, in_domain
 
 log = structlog.get_logger(__name__)
 
@@ -48,9 +54,10 @@ _CACHE_LIMIT: Final = 50_000
 
 
 async def ensure_ratelimit_bucket(js: Any, names: Names, *, replicas: int = 1) -> None:
-    """Create the counters' bucket if it is missing: a KV stream (``KV_<bucket>``, one value per
-    key, direct gets) that accepts per-message TTLs. Made as a stream, not with
-    ``create_key_value``, which would add subject delete markers that keys would then trip on."""
+    """Create the counters' bucket if it is missing, else scale it to ``replicas``: a KV stream
+    (``KV_<bucket>``, one value per key, direct gets) that accepts per-message TTLs. Made as a
+    stream, not with ``create_key_value``, which would add subject delete markers that keys would
+    then trip on."""
     config = api.StreamConfig(
         name=names.ratelimit_stream,
         subjects=[names.ratelimit_wildcard],
@@ -68,8 +75,15 @@ async def ensure_ratelimit_bucket(js: Any, names: Names, *, replicas: int = 1) -
     try:
         await js.stream_info(names.ratelimit_stream)
     except NotFoundError:
-        await js.add_stream(config)
+        await stream_replicas.create(
+            js,
+            lambda count: js.add_stream(replace(config, num_replicas=count)),
+            names.ratelimit_stream,
+            replicas,
+        )
         log.info("bus.ratelimit_bucket_created", stream=names.ratelimit_stream)
+        return
+    await stream_replicas.ensure_replicas(js, names.ratelimit_stream, replicas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +102,14 @@ class Taken:
 
 
 class ClusterCounters:
-    """Counters on the bus for one process; ``js`` is a JetStream context (``BusConnection``)."""
+    """Counters on the bus for one process; ``js`` is a JetStream context (``BusConnection``) of
+    the domain holding the bucket. ``remote_domain``: that domain when it is not the one of the
+    server this process is connected to (a region's data plane counting in the hub's bucket):
+    writes then go through its API prefix (``subjects.in_domain``)."""
 
-    def __init__(self, names: Names) -> None:
+    def __init__(self, names: Names, *, remote_domain: str | None = None) -> None:
         self.names = names
+        self.remote_domain = remote_domain
         self._seen: dict[str, tuple[int, int]] = {}  # subject -> (value, revision) last seen
 
     async def take(self, js: Any, counters: Sequence[Counter], *, ack_wait: float) -> Taken:
@@ -125,7 +143,7 @@ class ClusterCounters:
                 return None
             try:
                 ack = await js.publish(
-                    subject,
+                    in_domain(subject, self.remote_domain),
                     str(value + 1).encode(),
                     timeout=ack_wait,
                     headers={EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)},

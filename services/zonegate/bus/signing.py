@@ -7,12 +7,19 @@ the CA issued it, it is valid now, and it carries the control-plane identity (a 
 certificate, even a stolen one, cannot sign a config). The signature covers the serialized
 header bytes exactly as sent, and the header carries the payload's sha256, so the payload is
 covered too without being signed twice.
+
+Trust is a bundle, as in TLS: every certificate of ``cluster_cert`` (shared) or every CA of
+``cluster_ca_cert`` (pki) is accepted, so during a rotation a data plane holding [old, new]
+takes snapshots signed with either key. A node signs (and presents in TLS) with the **first**
+certificate of its own ``cluster_cert``, whose key is ``cluster_cert_key``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -20,7 +27,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificatePublicKeyTypes,
+    PrivateKeyTypes,
+    PublicKeyTypes,
+)
 
 from zonegate.bus.subjects import CONTROL_PLANE_IDENTITY
 
@@ -61,10 +72,24 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def load_certificate(path: Path, what: str = "certificate") -> x509.Certificate:
+    """The first certificate of a PEM file (the one a node presents and signs with)."""
+    return load_certificates(path, what)[0]
+
+
+def load_certificates(path: Path, what: str = "certificate") -> list[x509.Certificate]:
+    """Every certificate of a PEM file (a bundle); at least one, or ``UnusableKey``."""
+    data = _read(path, what)  # outside the try: UnusableKey is a ValueError too
     try:
-        return x509.load_pem_x509_certificate(_read(path, what))
+        certs = x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise UnusableKey(f"{what} {path} is not a PEM certificate") from None
+        certs = []
+    if not certs:
+        raise UnusableKey(f"{what} {path} is not a PEM certificate")
+    return certs
+
+
+def _spki(public: PublicKeyTypes) -> bytes:
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +100,22 @@ class Signer:
 
     @classmethod
     def from_files(cls, cert_path: Path, key_path: Path, *, include_certificate: bool) -> Signer:
-        cert = load_certificate(cert_path, "cluster_cert")
+        certs = load_certificates(cert_path, "cluster_cert")
+        cert = certs[0]
         try:
             key = serialization.load_pem_private_key(_read(key_path, "cluster_cert_key"), password=None)
         except (ValueError, TypeError):
             raise UnusableKey(f"cluster_cert_key {key_path} is not an unencrypted PEM private key") from None
-        public = key.public_key()
-        if public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ) != cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ):
+        public = _spki(key.public_key())
+        if public != _spki(cert.public_key()):
+            # TLS (OpenSSL) pairs the key with the first certificate of the file too: say which one
+            # it belongs to when it is further down a bundle, rather than "does not match".
+            position = next((i for i, c in enumerate(certs[1:], 2) if _spki(c.public_key()) == public), 0)
+            if position:
+                raise UnusableKey(
+                    f"cluster_cert_key {key_path} matches certificate {position} of cluster_cert "
+                    f"{cert_path}, not the first: put this key's certificate first"
+                )
             raise UnusableKey(f"cluster_cert_key {key_path} does not match cluster_cert {cert_path}")
         if isinstance(key, ec.EllipticCurvePrivateKey):
             algorithm = _ec_algorithm(key.curve.key_size)
@@ -108,19 +138,56 @@ class Signer:
             return key.sign(data)
         raise SignatureError(f"cannot sign with a {type(key).__name__}")
 
+    @property
+    def key_id(self) -> str:
+        """The first 16 hex digits of the sha256 of the public key: names the key in logs and ids."""
+        return hashlib.sha256(_spki(self.key.public_key())).hexdigest()[:16]
 
-def _verify(public: CertificatePublicKeyTypes, algorithm: str, signature: bytes, data: bytes) -> None:
+    def made(self, data: bytes, signature: bytes, algorithm: str, signer_certificate: bytes) -> bool:
+        """True when this signer made ``signature``: its key, and (pki) its certificate shipped.
+
+        The publisher asks it of the newest snapshot on the bus: one made with another key (a
+        control plane restarted with a rotated key) is signed again with this one."""
+        public = self.key.public_key()
+        if signer_certificate != self.certificate_der or not isinstance(
+            public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+        ):
+            return False
+        return _signature_ok(public, algorithm, signature, data)
+
+
+def _fits(public: CertificatePublicKeyTypes, algorithm: str) -> bool:
+    return (
+        (isinstance(public, ec.EllipticCurvePublicKey) and algorithm in _EC_HASHES)
+        or (isinstance(public, rsa.RSAPublicKey) and algorithm == RSA_SHA256)
+        or (isinstance(public, ed25519.Ed25519PublicKey) and algorithm == ED25519)
+    )
+
+
+def _signature_ok(public: CertificatePublicKeyTypes, algorithm: str, signature: bytes, data: bytes) -> bool:
+    if not _fits(public, algorithm):
+        return False
     try:
-        if isinstance(public, ec.EllipticCurvePublicKey) and algorithm in _EC_HASHES:
+        if isinstance(public, ec.EllipticCurvePublicKey):
             public.verify(signature, data, ec.ECDSA(_EC_HASHES[algorithm]()))
-        elif isinstance(public, rsa.RSAPublicKey) and algorithm == RSA_SHA256:
+        elif isinstance(public, rsa.RSAPublicKey):
             public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        elif isinstance(public, ed25519.Ed25519PublicKey) and algorithm == ED25519:
+        elif isinstance(public, ed25519.Ed25519PublicKey):
             public.verify(signature, data)
-        else:
-            raise SignatureError(f"signature algorithm {algorithm!r} does not fit the signer's key")
     except InvalidSignature:
-        raise SignatureError("bad signature") from None
+        return False
+    return True
+
+
+def _verify(
+    publics: Sequence[CertificatePublicKeyTypes], algorithm: str, signature: bytes, data: bytes
+) -> None:
+    """Accept a signature made by any of ``publics`` (the trusted bundle, or the one signer)."""
+    fitting = [public for public in publics if _fits(public, algorithm)]
+    if not fitting:
+        raise SignatureError(f"signature algorithm {algorithm!r} does not fit the signer's key")
+    if not any(_signature_ok(public, algorithm, signature, data) for public in fitting):
+        raise SignatureError("bad signature")
 
 
 def _dns_names(cert: x509.Certificate) -> list[str]:
@@ -131,46 +198,62 @@ def _dns_names(cert: x509.Certificate) -> list[str]:
     return san.get_values_for_type(x509.DNSName)
 
 
-class Verifier:
-    """Checks snapshot signatures for one cluster (shared or pki mode)."""
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
-    def __init__(self, *, cluster_cert: x509.Certificate | None, ca_cert: x509.Certificate | None) -> None:
-        if (cluster_cert is None) == (ca_cert is None):
-            raise ValueError("a verifier needs exactly one of cluster_cert (shared) or ca_cert (pki)")
-        self._cluster_cert = cluster_cert
-        self._ca = ca_cert
+
+@dataclass(frozen=True, slots=True)
+class Verifier:
+    """Checks snapshot signatures for one cluster: shared mode trusts every certificate of
+    ``cluster_certs``, pki mode a control-plane certificate issued by any of ``ca_certs``."""
+
+    cluster_certs: Sequence[x509.Certificate] = ()
+    ca_certs: Sequence[x509.Certificate] = ()
+    _keys: tuple[CertificatePublicKeyTypes, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if bool(self.cluster_certs) == bool(self.ca_certs):
+            raise ValueError("a verifier needs either cluster certificates (shared) or CA certificates (pki)")
+        object.__setattr__(self, "_keys", tuple(cert.public_key() for cert in self.cluster_certs))
 
     @classmethod
     def shared(cls, cluster_cert: Path) -> Verifier:
-        return cls(cluster_cert=load_certificate(cluster_cert, "cluster_cert"), ca_cert=None)
+        return cls(cluster_certs=tuple(load_certificates(cluster_cert, "cluster_cert")))
 
     @classmethod
     def pki(cls, ca_cert: Path) -> Verifier:
-        return cls(cluster_cert=None, ca_cert=load_certificate(ca_cert, "cluster_ca_cert"))
+        return cls(ca_certs=tuple(load_certificates(ca_cert, "cluster_ca_cert")))
 
     def verify(self, data: bytes, signature: bytes, algorithm: str, signer_certificate: bytes) -> None:
-        if self._cluster_cert is not None:
-            _verify(self._cluster_cert.public_key(), algorithm, signature, data)
+        if self._keys:
+            _verify(self._keys, algorithm, signature, data)
             return
-        assert self._ca is not None
         signer = self._signer(signer_certificate)
-        _verify(signer.public_key(), algorithm, signature, data)
+        _verify([signer.public_key()], algorithm, signature, data)
 
     def _signer(self, der: bytes) -> x509.Certificate:
-        assert self._ca is not None
         if not der:
             raise SignatureError("snapshot carries no signer certificate (pki mode needs one)")
         try:
             cert = x509.load_der_x509_certificate(der)
         except ValueError:
             raise SignatureError("signer certificate is not a DER certificate") from None
-        try:
-            cert.verify_directly_issued_by(self._ca)
-        except (ValueError, TypeError, InvalidSignature):
-            raise SignatureError("signer certificate is not issued by cluster_ca_cert") from None
+        issuers = [ca for ca in self.ca_certs if _issued_by(cert, ca)]
+        if not issuers:
+            raise SignatureError("signer certificate is not issued by cluster_ca_cert")
         now = dt.datetime.now(dt.UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise SignatureError(f"signer certificate is not valid now (until {cert.not_valid_after_utc})")
+        if not any(ca.not_valid_before_utc <= now <= ca.not_valid_after_utc for ca in issuers):
+            # TLS would refuse a chain through an expired CA too; a bundle may still list one.
+            until = max(ca.not_valid_after_utc for ca in issuers)
+            raise SignatureError(
+                f"the cluster_ca_cert CA that issued the signer is not valid now (until {until})"
+            )
         if CONTROL_PLANE_IDENTITY not in _dns_names(cert):
             raise SignatureError(
                 f"signer certificate lacks the control-plane identity {CONTROL_PLANE_IDENTITY}"

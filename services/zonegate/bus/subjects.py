@@ -16,7 +16,8 @@ Layout, for cluster ``c``:
   too large for one message.
 - KV bucket ``ZG_RATELIMIT_c`` (stream ``KV_ZG_RATELIMIT_c``, subjects ``$KV.ZG_RATELIMIT_c.>``):
   rate-limiting counters of the ``cluster`` policy, shared by every data plane. The control plane
-  creates it; data planes only read and compare-and-set keys in it.
+  creates it, in the hub's JetStream domain only; data planes only read and compare-and-set keys
+  in it, a region's through ``$JS.<hub domain>.API.$KV.ZG_RATELIMIT_c.>`` (``in_domain``).
 """
 
 from __future__ import annotations
@@ -125,6 +126,19 @@ class Names:
     @property
     def telemetry(self) -> str:
         return f"{PREFIX}.{self.cluster}.dp.*.telemetry"
+
+
+def in_domain(subject: str, domain: str | None) -> str:
+    """A KV subject (``$KV.<bucket>.<key>``) addressed to the bucket in JetStream domain ``domain``.
+
+    Over a leaf link between two JetStream domains nats-server denies ``$KV.>`` and maps
+    ``$JS.<domain>.API.$KV.>`` back to ``$KV.>`` on the far side, so a client writes to a bucket of
+    another domain under that prefix, as nats.go's KV does (nats-architecture-and-design ADR-19,
+    "API prefixes for materialized JetStream views"). ``None``: the local domain, ``subject`` as is.
+    """
+    if domain is None:
+        return subject
+    return f"$JS.{check_token(domain, 'JetStream domain')}.API.{subject}"
 
 
 def node_from_subject(subject: str) -> str | None:

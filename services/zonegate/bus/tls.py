@@ -61,6 +61,14 @@ def client_tls(settings: Settings, *, now: dt.datetime | None = None) -> ClientT
     cert = chain[0]
     key = _guard("cluster_cert_key", lambda: certificates.load_private_key_file(key_path, "cluster_cert_key"))
     if not certificates.key_matches(cert, key):
+        # OpenSSL pairs the key with the first certificate; in a rotation bundle, say where it is.
+        position = next((i for i, c in enumerate(chain[1:], 2) if certificates.key_matches(c, key)), 0)
+        if position:
+            raise ClusterTlsError(
+                f"cluster_cert_key {key_path} matches certificate {position} of cluster_cert {cert_path}, "
+                "not the first: put this key's certificate first",
+                setting="cluster_cert",
+            )
         raise ClusterTlsError(
             f"cluster_cert_key {key_path} does not match cluster_cert {cert_path}", setting="cluster_cert_key"
         )

@@ -56,6 +56,7 @@ class ControlPlaneHybrid:
                 plugin_versions=plugin_versions(settings.plugins),
                 hub_domain=settings.cluster_js_domain,
                 region_domains=settings.cluster_region_domains,
+                replicas=settings.cluster_js_replicas,
             ),
         )
         self.collector = DataPlaneCollector(

@@ -12,8 +12,18 @@ consistent read of the whole config, checked, hashed, compressed and signed, the
 once into the config stream whatever the number of data planes. On taking over, the leader
 reads what the bus already holds and publishes only if the database is ahead.
 
-Invariant: a version is published at most once per hash (``Nats-Msg-Id``), published versions
-only grow, and a snapshot that fails its own consistency check is never published.
+The leader also keeps, in the background, a mirror of the config stream in every region domain
+(``cluster_region_domains``), retrying a region out of reach with capped backoff until it has
+one; publishing never waits for a region. The hub's streams get ``cluster_js_replicas`` replicas.
+
+When the newest snapshot on the bus was signed with another key (a control plane restarted with
+a rotated key, or another control plane's own certificate in pki mode), the leader publishes
+that same version again, signed with its key, with no Admin API write needed: data planes that
+trust only the new key get it, and those already serving it rebuild nothing (same hash).
+
+Invariant: a version is published at most once per hash and signing key (``Nats-Msg-Id``),
+published versions only grow (a re-signed copy repeats the newest, never an older one), and a
+snapshot that fails its own consistency check is never published.
 """
 
 from __future__ import annotations
@@ -37,7 +47,9 @@ from zonegate.control_plane import postgres
 from zonegate.control_plane.config_tracker import ConfigTracker
 from zonegate.control_plane.errors import StoreError
 from zonegate.control_plane.store import Store
+from zonegate.core import config_delta
 from zonegate.core.canonical import EncodingCache
+from zonegate.core.config import Config
 
 log = structlog.get_logger(__name__)
 
@@ -45,8 +57,16 @@ PUBLISHER_LOCK_KEY: Final = int.from_bytes(
     hashlib.sha256(b"zonegate:publisher").digest()[:8], "big", signed=True
 )
 LOCK_POLL_SECONDS: Final = 1.0
+# A region whose mirrors could not be made is tried again after 1, 2, 4... seconds (full jitter)
+# up to this; once every region has them, they are checked again this often.
+REGION_RETRY_BASE_SECONDS: Final = 1.0
+REGION_RETRY_CAP_SECONDS: Final = 60.0
 # Room for the envelope (header, signature, certificate) and NATS headers under max_payload.
 _ENVELOPE_ROOM: Final = 16 * 1024
+# A change up to this size rides in the announcement as a delta; a bigger one (an import, a bulk
+# edit) is read from the stream whole, which costs a data plane no more than the delta would.
+DELTA_MAX_ENTITIES: Final = 2000
+DELTA_MAX_BYTES: Final = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +80,7 @@ class PublisherOptions:
     plugin_versions: Mapping[str, str] | None = None
     hub_domain: str | None = None  # this CP's JetStream domain, which region mirrors copy from
     region_domains: tuple[str, ...] = ()
+    replicas: int = 1  # of the config stream, snapshot store and rate-limiting counters (hub only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +90,15 @@ class Published:
     sequence: int
     bytes: int
     in_object_store: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    """The last snapshot this publisher built: what a delta to the next one starts from."""
+
+    version: int
+    config_hash: str
+    config: Config
 
 
 class Publisher:
@@ -88,9 +118,12 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self.is_leader = False
         self.last: Published | None = None
+        self._base: _Base | None = None
         self.published_count = 0
+        self._resign = False  # the bus's newest snapshot was not signed by this signer
         self.last_error = ""
         self._regions_pending: list[str] = list(options.region_domains)
+        self._regions_nudge = asyncio.Event()
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="publisher")
@@ -138,29 +171,36 @@ class Publisher:
         log.info("publisher.leading", node_id=self.options.node_id)
         await self._bus.wait_connected()
         js = self._bus.jetstream()
-        await config_stream.ensure_config_stream(js, self.options.names, history=self.options.history)
-        await config_stream.ensure_snapshot_bucket(js, self.options.names)
+        names, replicas = self.options.names, self.options.replicas
+        await config_stream.ensure_config_stream(js, names, history=self.options.history, replicas=replicas)
+        await config_stream.ensure_snapshot_bucket(js, names, replicas=replicas)
         try:  # rate-limiting's cluster counters; never a reason to stop publishing config
-            await ratelimit_store.ensure_ratelimit_bucket(js, self.options.names)
+            await ratelimit_store.ensure_ratelimit_bucket(js, names, replicas=replicas)
         except Exception as exc:
             log.warning("publisher.ratelimit_bucket_failed", error=repr(exc))
-        await self._ensure_regions()
-        await self._read_bus_state(js)
-        await self._announce()  # data planes that missed the last one while no one led
-        self._wanted.set()  # publish whatever the database has that the bus does not
-        async with self._store.listen(lambda _version: self._wanted.set(), poll_interval=2.0):
-            watchdog = asyncio.get_running_loop().create_task(self._watch_lock(conn, lost))
-            try:
-                while not lost.is_set():
-                    await _first(self._wanted.wait(), lost.wait())
-                    if lost.is_set():
-                        break
-                    self._wanted.clear()
-                    await self._publish_latest()
-                    await asyncio.sleep(self.options.min_interval)
-            finally:
-                watchdog.cancel()
-                await asyncio.gather(watchdog, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        # Regions in the background: one out of reach must not hold up the hub's publications.
+        mirrors = loop.create_task(self._keep_region_mirrors(), name="publisher-region-mirrors")
+        try:
+            await self._read_bus_state(js)
+            await self._announce()  # data planes that missed the last one while no one led
+            self._wanted.set()  # publish whatever the database has that the bus does not
+            async with self._store.listen(lambda _version: self._wanted.set(), poll_interval=2.0):
+                watchdog = loop.create_task(self._watch_lock(conn, lost))
+                try:
+                    while not lost.is_set():
+                        await _first(self._wanted.wait(), lost.wait())
+                        if lost.is_set():
+                            break
+                        self._wanted.clear()
+                        await self._publish_latest()
+                        await asyncio.sleep(self.options.min_interval)
+                finally:
+                    watchdog.cancel()
+                    await asyncio.gather(watchdog, return_exceptions=True)
+        finally:
+            mirrors.cancel()
+            await asyncio.gather(mirrors, return_exceptions=True)
         raise StoreError("lost the publisher lock connection")
 
     async def _watch_lock(self, conn: postgres.Connection, lost: asyncio.Event) -> None:
@@ -176,6 +216,7 @@ class Publisher:
     # -- publishing ---------------------------------------------------------------------------------
 
     async def _read_bus_state(self, js: Any) -> None:
+        self._resign = False
         stored = await config_stream.read_latest(js, self.options.names, self.options.group)
         if stored is None:
             return
@@ -188,22 +229,64 @@ class Publisher:
         self.last = Published(
             int(header.version), header.config_hash, stored.sequence, len(stored.data), False
         )
-        log.info("publisher.bus_state", version=header.version, config_hash=header.config_hash)
-
-    async def _ensure_regions(self) -> None:
-        """Mirrors in every region domain; a region unreachable now is tried again next publish."""
-        if not self._regions_pending or self.options.hub_domain is None:
-            return
-        self._regions_pending = await config_stream.ensure_region_mirrors(
-            self._bus.client,
-            self.options.names,
-            hub_domain=self.options.hub_domain,
-            region_domains=self._regions_pending,
-            history=self.options.history,
+        self._resign = not self._signer.made(
+            signed.header, signed.signature, signed.signature_algorithm, signed.signer_certificate
+        )
+        log.info(
+            "publisher.bus_state",
+            version=header.version,
+            config_hash=header.config_hash,
+            signed_with_another_key=self._resign,
         )
 
-    async def _announce(self) -> None:
-        """Tell data planes a snapshot is in the stream (they read it there; see ``Names``)."""
+    @property
+    def regions_pending(self) -> tuple[str, ...]:
+        """Region domains whose mirrors the last attempt could not make (tried again until they exist)."""
+        return tuple(self._regions_pending)
+
+    async def _ensure_regions(self) -> None:
+        """After a publish: a region still without mirrors is tried again now, in the background
+        (``_keep_region_mirrors``); a publication never waits for a region."""
+        if self._regions_pending:
+            self._regions_nudge.set()
+
+    async def _keep_region_mirrors(self) -> None:
+        """While leading: the config mirrors in every region domain, until each exists.
+
+        A region out of reach (its link cut, its servers down) is tried again after a capped,
+        jittered backoff, and at once after each publish; so a region cut off when this control
+        plane took the lead gets its mirrors soon after its link heals, with no config change.
+        Once all exist they are checked again every ``REGION_RETRY_CAP_SECONDS``: a region rebuilt
+        with empty storage gets them back.
+        """
+        hub, regions = self.options.hub_domain, list(self.options.region_domains)
+        if hub is None or not regions:
+            self._regions_pending = []
+            return
+        todo, attempt = regions, 0
+        while True:
+            self._regions_nudge.clear()
+            self._regions_pending = await config_stream.ensure_region_mirrors(
+                self._bus.client,
+                self.options.names,
+                hub_domain=hub,
+                region_domains=todo,
+                history=self.options.history,
+            )
+            if self._regions_pending:
+                todo = list(self._regions_pending)
+                delay = backoff_delay(attempt, cap=REGION_RETRY_CAP_SECONDS, base=REGION_RETRY_BASE_SECONDS)
+            else:
+                todo, attempt, delay = regions, 0, REGION_RETRY_CAP_SECONDS
+            try:
+                async with asyncio.timeout(delay):
+                    await self._regions_nudge.wait()
+            except TimeoutError:  # the timer moves the backoff on; a burst of publishes does not
+                attempt += 1 if self._regions_pending else 0
+
+    async def _announce(self, delta: bytes = b"") -> None:
+        """Tell data planes a snapshot is in the stream (they read it there; see ``Names``), with
+        the signed change from the previous one when there is a small one."""
         last = self.last
         if last is None:
             return
@@ -212,10 +295,26 @@ class Publisher:
             config_hash=last.config_hash,
             stream_sequence=last.sequence,
             group=self.options.group,
+            delta=delta,
         )
         await self._bus.client.publish(
             self.options.names.notify_subject(self.options.group), announcement.SerializeToString()
         )
+
+    def _delta(self, base: _Base, change: config_delta.ConfigDelta, header: bus_pb2.SnapshotHeader) -> bytes:
+        """The signed delta from ``base`` to the snapshot just built, or b"" when it is too big
+        for the announcement (data planes then read the full snapshot, as they always can)."""
+        if not change or len(change) > DELTA_MAX_ENTITIES:
+            return b""  # nothing changed (a re-signed copy), or a change better read whole
+        encoded = snapshot.encode_delta(
+            header,
+            change,
+            base_version=base.version,
+            base_config_hash=base.config_hash,
+            signer=self._signer,
+            max_raw_size=min(self._inline_limit(), DELTA_MAX_BYTES),
+        )
+        return encoded or b""
 
     def _inline_limit(self) -> int:
         if self.options.inline_limit is not None:
@@ -249,8 +348,23 @@ class Publisher:
         started = time.monotonic()
         current = await self._tracker.current()
         last = self.last
-        if last is not None and current.version <= last.version:
+        resign = self._resign and last is not None and current.version == last.version
+        if last is not None and current.version <= last.version and not resign:
             return
+        base = self._base
+        if (
+            base is not None
+            and last is not None
+            and (base.version, base.config_hash)
+            != (
+                last.version,
+                last.config_hash,
+            )
+        ):
+            base = None  # the bus moved on without us (another leader): no delta from our last
+        # What changed since the last snapshot (entities are the same objects when unchanged):
+        # the delta data planes get, and all the consistency check needs to look at.
+        change = config_delta.diff(base.config, current.config) if base is not None else None
         names = self.options.names
         encoded = await asyncio.to_thread(
             snapshot.encode,
@@ -264,8 +378,29 @@ class Publisher:
             inline_limit=self._inline_limit(),
             bucket=names.snapshot_bucket,
             cache=self._encodings,
+            changed_from=change,
         )
+        delta = b""
+        if base is not None and change is not None:
+            delta = self._delta(base, change, encoded.header)
         built = time.monotonic()
+        msg_id = f"{self.options.group}:{current.version}:{encoded.header.config_hash}"
+        if resign:
+            assert last is not None
+            if encoded.header.config_hash != last.config_hash:
+                # The database holds another config under the bus's version (restored from a
+                # backup?): never publish two configs as one version; the next write moves on.
+                log.warning(
+                    "publisher.resign_skipped",
+                    version=current.version,
+                    bus_hash=last.config_hash,
+                    database_hash=encoded.header.config_hash,
+                )
+                self._resign = False
+                return
+            # Its own id: the first copy's would be dropped as a duplicate within the window.
+            msg_id = f"{msg_id}:{self._signer.key_id}"
+            log.info("publisher.resigning", version=current.version, key_id=self._signer.key_id)
         await self._bus.wait_connected()
         js = self._bus.jetstream()
         if encoded.in_object_store:
@@ -275,7 +410,7 @@ class Publisher:
             names,
             self.options.group,
             encoded.message,
-            msg_id=f"{self.options.group}:{current.version}:{encoded.header.config_hash}",
+            msg_id=msg_id,
         )
         self.last = Published(
             current.version,
@@ -285,7 +420,9 @@ class Publisher:
             encoded.in_object_store,
         )
         self.published_count += 1
-        await self._announce()
+        self._resign = False
+        self._base = _Base(current.version, encoded.header.config_hash, current.config)
+        await self._announce(delta)
         await self._ensure_regions()
         log.info(
             "publisher.published",
@@ -295,6 +432,7 @@ class Publisher:
             payload_bytes=len(encoded.payload),
             raw_bytes=encoded.header.raw_size,
             object_store=encoded.in_object_store,
+            delta_bytes=len(delta),
             build_ms=round((built - started) * 1000, 1),
             total_ms=round((time.monotonic() - started) * 1000, 1),
         )

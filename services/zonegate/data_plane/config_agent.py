@@ -12,6 +12,11 @@ consistency (every reference resolves). Only then is it
 applied (router, balancers, plugins swapped by the proxy host) and cached; the answer is an
 ack with the version now served, or a nack with the reason and the version still served.
 
+A verified snapshot whose config is the one already served (the same version signed again by
+a control plane with a rotated key, or the bus's copy of what the cache held at start) rebuilds
+nothing; it only confirms the state: a data plane that was not ``normal`` (``unknown`` after a
+start from its cache, or a refusal this snapshot supersedes) becomes ``normal`` and says so.
+
 Invariant: the applied version never goes backwards, one snapshot is processed at a time, the
 same (version, hash) is never applied twice, and a refused snapshot is answered once (not at
 every watchdog tick) and never replaces the running config.
@@ -32,10 +37,17 @@ from zonegate import __version__
 from zonegate.bus import config_stream
 from zonegate.bus.connection import BusConnection
 from zonegate.bus.signing import Verifier
-from zonegate.bus.snapshot import OpenedSnapshot, SnapshotRejected, decode_payload, open_message
+from zonegate.bus.snapshot import (
+    OpenedSnapshot,
+    SnapshotRejected,
+    checked,
+    decode_delta,
+    decode_payload,
+    open_message,
+)
 from zonegate.bus.subjects import Names
 from zonegate.bus.v1 import bus_pb2
-from zonegate.core import compat
+from zonegate.core import compat, config_delta
 from zonegate.core.canonical import ConfigHash
 from zonegate.core.config import Config
 
@@ -48,10 +60,18 @@ log = structlog.get_logger(__name__)
 class SnapshotTarget(Protocol):
     """What the agent applies snapshots to: the node, which swaps the proxy and writes the cache."""
 
+    config: Config  # the config being served: what a delta applies to
+
     async def apply_snapshot(
-        self, config: Config, version: int, hashes: ConfigHash, payload: bytes | None = None
+        self,
+        config: Config,
+        version: int,
+        hashes: ConfigHash,
+        payload: bytes | None = None,
+        delta: bytes | None = None,
     ) -> None:
-        """``payload``: the snapshot's compressed canonical JSON, cached as it is (no re-encoding)."""
+        """``payload``: the snapshot's compressed canonical JSON, cached as it is (no re-encoding);
+        ``delta``: a delta's payload, cached after the config it applies to."""
         ...
 
 
@@ -144,10 +164,23 @@ class ConfigAgent:
             log.warning("config_agent.bad_announcement", subject=msg.subject)
             return
         state = self.state
-        if announcement.version <= state.version and announcement.config_hash == state.config_hash:
+        if (
+            announcement.version <= state.version
+            and announcement.config_hash == state.config_hash
+            and state.status == "normal"
+        ):
             return
         # Runs in nats-py's subscription task: hand off, so a slow apply never blocks the client.
-        self._spawn(self.resync(int(announcement.version)), "config-resync")
+        if announcement.delta:
+            self._spawn(self._delta_or_resync(announcement), "config-delta")
+        else:
+            self._spawn(self.resync(int(announcement.version)), "config-resync")
+
+    async def _delta_or_resync(self, announcement: bus_pb2.Announcement) -> None:
+        """Apply the announced delta when it starts from what this node serves; else, or when it
+        fails, read the full snapshot from the stream as without deltas."""
+        if not await self.offer_delta(announcement.delta, int(announcement.stream_sequence)):
+            await self.resync(int(announcement.version))
 
     async def _watchdog(self) -> None:
         while True:
@@ -178,9 +211,43 @@ class ConfigAgent:
                 return None
             if self._is_new(opened):
                 await self._check_and_apply(opened, sequence)
+            elif self._confirms_serving(opened):
+                await self._confirm(opened, sequence)
             return opened.version
 
-    async def _check_and_apply(self, opened: OpenedSnapshot, sequence: int) -> None:
+    async def offer_delta(self, data: bytes, sequence: int) -> bool:
+        """Apply a delta snapshot if it starts from the config served; False: read the full one.
+
+        A delta that does not verify, decode or apply cleanly is not refused (no nack, nothing
+        remembered): the full snapshot it stands for is in the stream, and that one is judged as
+        always, so a data-plane-side problem with a delta never costs more than the full read.
+        """
+        async with self._lock:
+            try:
+                opened = open_message(
+                    data, self._verifier, cluster=self._names.cluster, group=self._group, delta=True
+                )
+            except SnapshotRejected as exc:
+                log.warning("config_agent.delta_unusable", reason=str(exc))
+                return False
+            state = self.state
+            if opened.base != (state.version, state.config_hash):
+                return False  # it starts from another config: the stream has the whole one
+            if not self._is_new(opened):
+                return True
+            self.offers += 1
+            if not await self._compatible_or_refuse(opened, sequence):
+                return True  # the full snapshot carries the same versions: refused for both
+            started = time.monotonic()
+            try:
+                config = await asyncio.to_thread(self._apply_delta, opened)
+            except SnapshotRejected as exc:
+                log.warning("config_agent.delta_unusable", version=opened.version, reason=str(exc))
+                return False
+            await self._apply(opened, sequence, config, started, delta=opened.inline_payload)
+            return True
+
+    async def _compatible_or_refuse(self, opened: OpenedSnapshot, sequence: int) -> bool:
         verdict = compat.check(
             data_plane=__version__,
             control_plane=opened.header.zonegate_version,
@@ -189,6 +256,10 @@ class ConfigAgent:
         )
         if not verdict.compatible:
             await self._refuse(opened, sequence, verdict.status, verdict.reason)
+        return verdict.compatible
+
+    async def _check_and_apply(self, opened: OpenedSnapshot, sequence: int) -> None:
+        if not await self._compatible_or_refuse(opened, sequence):
             return
         started = time.monotonic()
         try:
@@ -197,9 +268,21 @@ class ConfigAgent:
         except (SnapshotRejected, LookupError) as exc:
             await self._refuse(opened, sequence, "config_rejected", str(exc))
             return
+        await self._apply(opened, sequence, config, started, payload=payload)
+
+    async def _apply(
+        self,
+        opened: OpenedSnapshot,
+        sequence: int,
+        config: Config,
+        started: float,
+        *,
+        payload: bytes | None = None,
+        delta: bytes | None = None,
+    ) -> None:
         decoded = time.monotonic()
         try:
-            await self._target.apply_snapshot(config, opened.version, opened.hashes, payload)
+            await self._target.apply_snapshot(config, opened.version, opened.hashes, payload, delta)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # valid but not appliable (a bug): keep serving, say why
@@ -214,10 +297,41 @@ class ConfigAgent:
             "config_agent.applied",
             version=opened.version,
             config_hash=opened.config_hash,
+            delta=delta is not None,
             decode_ms=round((decoded - started) * 1000, 1),
             apply_ms=round((time.monotonic() - decoded) * 1000, 1),
         )
         await self._answer(opened.version, opened.config_hash, True, "", sequence)
+
+    def _confirms_serving(self, opened: OpenedSnapshot) -> bool:
+        """A verified snapshot of the config served, newest known, while the status is not normal."""
+        state = self.state
+        return (
+            state.status != "normal"
+            and opened.config_hash == state.config_hash
+            and opened.version >= state.version
+            and opened.version > state.rejected_version
+            and self._compatible(opened)
+        )
+
+    async def _confirm(self, opened: OpenedSnapshot, sequence: int) -> None:
+        state = self.state
+        state.version, state.status = opened.version, "normal"
+        state.last_error, state.rejected_version, state.rejected_hash = "", 0, ""
+        log.info("config_agent.confirmed", version=opened.version, config_hash=opened.config_hash)
+        await self._answer(opened.version, opened.config_hash, True, "", sequence)
+
+    def _compatible(self, opened: OpenedSnapshot) -> bool:
+        return compat.check(
+            data_plane=__version__,
+            control_plane=opened.header.zonegate_version,
+            installed_plugins=self._installed,
+            configured_plugins=dict(opened.header.plugins),
+        ).compatible
+
+    def _apply_delta(self, opened: OpenedSnapshot) -> Config:
+        change = decode_delta(opened, opened.inline_payload)
+        return checked(config_delta.apply(self._target.config, change), change)
 
     def _is_new(self, opened: OpenedSnapshot) -> bool:
         state = self.state

@@ -7,6 +7,10 @@ sees either the old config or the new one, never half of each. A cache that LMDB
 is one that opens but whose config cannot be read, when the reader is the agent (the owner).
 With a ``CacheCipher`` every value is sealed with AES-GCM (``cache_cipher``), and a value that was
 not sealed under this node's key is unreadable.
+
+A delta snapshot is cached as it came, after the last whole config (``append_delta``): a reader
+applies the deltas in order. Past ``MAX_DELTAS`` the caller writes the whole config again, so a
+restart never replays more than that.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import structlog
 import zstandard
 
 from zonegate import __version__
+from zonegate.core import config_delta
 from zonegate.core.canonical import canonical_bytes
 from zonegate.core.config import Config
+from zonegate.core.config_delta import ConfigDelta
 from zonegate.data_plane.cache_cipher import CacheCipher, CacheDecryptError
 from zonegate.settings import Settings
 
@@ -32,7 +38,13 @@ log = structlog.get_logger(__name__)
 
 KEY_CONFIG: Final = b"config"
 KEY_META: Final = b"meta"
+DELTA_PREFIX: Final = b"delta:"
 FORMAT: Final = 1
+MAX_DELTAS: Final = 100
+
+
+def _delta_key(index: int) -> bytes:
+    return DELTA_PREFIX + b"%08d" % index
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,38 +106,74 @@ class ConfigCache:
         payload = zstandard.ZstdCompressor(level=3).compress(canonical_bytes(config))
         self.write_compressed(payload, config_hash, version)
 
-    def write_compressed(self, payload: bytes, config_hash: str, version: int = 0) -> None:
-        """``payload``: zstd of the canonical JSON document (a snapshot's payload is exactly that)."""
-        meta_bytes = json.dumps(
+    def _meta(self, config_hash: str, version: int, deltas: int) -> bytes:
+        meta = json.dumps(
             {
                 "format": FORMAT,
                 "config_hash": config_hash,
                 "version": version,
+                "deltas": deltas,
                 "written_at": time.time(),
                 "zonegate_version": __version__,
             }
         ).encode()
+        return self.cipher.seal(meta, KEY_META) if self.cipher is not None else meta
+
+    def write_compressed(self, payload: bytes, config_hash: str, version: int = 0) -> None:
+        """``payload``: zstd of the canonical JSON document (a snapshot's payload is exactly that)."""
         if self.cipher is not None:
             payload = self.cipher.seal(payload, KEY_CONFIG)
-            meta_bytes = self.cipher.seal(meta_bytes, KEY_META)
         with self.env.begin(write=True) as txn:
+            self._drop_deltas(txn)
             txn.put(KEY_CONFIG, payload)
-            txn.put(KEY_META, meta_bytes)
+            txn.put(KEY_META, self._meta(config_hash, version, 0))
+
+    def append_delta(self, delta: bytes, config_hash: str, version: int) -> bool:
+        """Cache a delta snapshot's payload (zstd JSON of a ``ConfigDelta``) after the config and
+        deltas already there; False (nothing written) when there is no whole config to apply it
+        to or ``MAX_DELTAS`` are there already: write the whole config instead."""
+        with self.env.begin(write=True) as txn:
+            meta_raw = txn.get(KEY_META)
+            if meta_raw is None or txn.get(KEY_CONFIG) is None:
+                return False
+            try:
+                if self.cipher is not None:
+                    meta_raw = self.cipher.open(meta_raw, KEY_META)
+                count = int(json.loads(meta_raw).get("deltas", 0))
+            except (ValueError, CacheDecryptError):
+                return False
+            if count >= MAX_DELTAS:
+                return False
+            key = _delta_key(count)
+            txn.put(key, self.cipher.seal(delta, key) if self.cipher is not None else delta)
+            txn.put(KEY_META, self._meta(config_hash, version, count + 1))
+        return True
+
+    def _drop_deltas(self, txn: lmdb.Transaction) -> None:
+        cursor = txn.cursor()
+        if cursor.set_range(DELTA_PREFIX):
+            while bytes(cursor.key()).startswith(DELTA_PREFIX):
+                if not cursor.delete():
+                    break
 
     def read(self) -> CachedConfig | None:
         """The cached config, or None when there is none or it cannot be read (reported)."""
-        with self.env.begin() as txn:
-            payload = txn.get(KEY_CONFIG)
-            meta_raw = txn.get(KEY_META)
-        if payload is None or meta_raw is None:
-            return None
         try:
+            # One read transaction for the config, its meta and its deltas: a writer replacing
+            # them meanwhile is not seen half-way.
+            with self.env.begin() as txn:
+                payload = txn.get(KEY_CONFIG)
+                meta_raw = txn.get(KEY_META)
+                if payload is None or meta_raw is None:
+                    return None
+                if self.cipher is not None:
+                    meta_raw = self.cipher.open(meta_raw, KEY_META)
+                meta: dict[str, Any] = json.loads(meta_raw)
+                deltas = [txn.get(_delta_key(index)) for index in range(int(meta.get("deltas", 0)))]
             if self.cipher is not None:
                 payload = self.cipher.open(payload, KEY_CONFIG)
-                meta_raw = self.cipher.open(meta_raw, KEY_META)
-            meta: dict[str, Any] = json.loads(meta_raw)
             document = msgspec.json.decode(zstandard.ZstdDecompressor().decompress(payload))
-            config = Config.build(document)
+            config = self._with_deltas(Config.build(document), deltas)
         except (ValueError, zstandard.ZstdError, KeyError, TypeError, CacheDecryptError) as exc:
             log.error("lmdb.unreadable_config", path=str(self.path), error=str(exc))
             if self.owner:
@@ -140,6 +188,16 @@ class ConfigCache:
             written_at=float(meta.get("written_at", 0)),
             zonegate_version=str(meta.get("zonegate_version", "")),
         )
+
+    def _with_deltas(self, config: Config, deltas: list[bytes | None]) -> Config:
+        for index, data in enumerate(deltas):
+            if data is None:
+                raise KeyError(f"delta {index} of {len(deltas)} is missing")
+            if self.cipher is not None:
+                data = self.cipher.open(data, _delta_key(index))
+            raw = zstandard.ZstdDecompressor().decompress(data)
+            config = config_delta.apply(config, ConfigDelta.from_document(msgspec.json.decode(raw)))
+        return config
 
     def close(self) -> None:
         self.env.close()

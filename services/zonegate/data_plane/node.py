@@ -121,12 +121,17 @@ class DbLessNode:
         version: int | None = None,
         digest: str | None = None,
         payload: bytes | None = None,
+        delta: bytes | None = None,
     ) -> None:
         """``version``: a control plane's; None for a local change (reload, POST /config).
-        ``payload``: the snapshot's compressed canonical JSON, stored as it came."""
+        ``payload``: the snapshot's compressed canonical JSON, stored as it came; ``delta``: a
+        delta snapshot's payload, appended after the cached config (the whole config is written
+        instead when the cache cannot take another delta)."""
         assert self.cache is not None
         self.version = self.version + 1 if version is None else version
         digest = digest or config_hash(config).config_hash
+        if delta is not None and self.cache.append_delta(delta, digest, self.version):
+            return
         if payload is not None:
             self.cache.write_compressed(payload, digest, self.version)
         else:
@@ -262,10 +267,15 @@ class DbLessNode:
         log.info("config.reloaded", config_hash=host.config_hash)
 
     async def apply_snapshot(
-        self, config: Config, version: int, hashes: ConfigHash, payload: bytes | None = None
+        self,
+        config: Config,
+        version: int,
+        hashes: ConfigHash,
+        payload: bytes | None = None,
+        delta: bytes | None = None,
     ) -> None:
         """A control plane's snapshot, checked by the config agent: cache it, then serve it."""
-        await self.apply_config(config, version=version, hashes=hashes, payload=payload)
+        await self.apply_config(config, version=version, hashes=hashes, payload=payload, delta=delta)
 
     async def apply_config(
         self,
@@ -274,6 +284,7 @@ class DbLessNode:
         version: int | None = None,
         hashes: ConfigHash | None = None,
         payload: bytes | None = None,
+        delta: bytes | None = None,
     ) -> None:
         """Make a validated config the active one: LMDB cache first, then the proxy.
 
@@ -285,6 +296,6 @@ class DbLessNode:
             raise RuntimeError("the node is not started")
         async with self.applying:
             digest = hashes.config_hash if hashes is not None else None
-            await asyncio.to_thread(self._write_cache, config, version, digest, payload)
+            await asyncio.to_thread(self._write_cache, config, version, digest, payload, delta)
             await host.apply(config, hashes)
             self.config = config

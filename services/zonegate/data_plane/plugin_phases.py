@@ -213,23 +213,29 @@ class AccessRun:
         self.chain = chain
         self.ctx = ctx
         self.index = 0
-        self.ran: set[str] = set()
+        # Names run in earlier chains, before a switch to a consumer's chain; those of the current
+        # chain are ``chain[:index]`` (collected only when a switch happens: it is rare).
+        self.ran: frozenset[str] = frozenset()
 
     def step(self) -> bool:
         """Run plugins until the end (True: proxy on), an exit or a wait (False: not now)."""
+        ctx = self.ctx
         while self.index < len(self.chain):
             plugin = self.chain[self.index]
             self.index += 1
             access = getattr(plugin, "access", None)
-            self.ran.add(plugin.NAME)
             if access is None:
                 continue
-            consumer_before = self.ctx.consumer
+            consumer_before = ctx.consumer
             try:
-                result = access(self.ctx)
+                result = access(ctx)
             except Exception:
                 fail(self.exchange, plugin, "access")
                 return False
+            if result is None:  # the common case: go on
+                if ctx.consumer is not consumer_before:
+                    self._switch_to_consumer(plugin)
+                continue
             if inspect.isawaitable(result):
                 self.exchange.pause_client_reading()
                 self.exchange.client.tasks.spawn(self._wait(plugin, result, consumer_before))
@@ -260,9 +266,10 @@ class AccessRun:
             consumer.get("id"),
             exchange.client.scheme,
         )
+        ran = self.ran | {p.NAME for p in self.chain[: self.index]}
         order = (-current.PRIORITY, current.NAME)
-        rest = tuple(p for p in chain if order < (-p.PRIORITY, p.NAME) and p.NAME not in self.ran)
-        self.chain, self.index = rest, 0
+        rest = tuple(p for p in chain if order < (-p.PRIORITY, p.NAME) and p.NAME not in ran)
+        self.chain, self.index, self.ran = rest, 0, ran
         exchange.plugin_chain = chain  # the response and log phases run the consumer's chain
 
     async def _wait(self, plugin: Plugin, pending: Awaitable[Exit | None], consumer_before: Any) -> None:

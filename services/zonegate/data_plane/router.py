@@ -722,8 +722,10 @@ def _same_service(
     before: dict[str, Any] | None, service: dict[str, Any] | None, memo: dict[str, bool]
 ) -> bool:
     """``before == service``, compared once per service rather than once per route."""
+    if before is service:  # a delta keeps the objects of unchanged entities
+        return True
     if before is None or service is None:
-        return before is service
+        return False
     key = service["id"]
     if before["id"] != key:  # the route moved to another service
         return False
@@ -756,18 +758,30 @@ def compile_router(
     rejected: list[tuple[str, str]] = []
     needs_headers: set[str] = set()
     for route in config.of("routes"):
-        if not HTTP_PROTOCOLS.intersection(route.get("protocols") or ()):
-            continue  # stream routes belong to the stream router
+        route_id = route["id"]
         ref = route.get("service")
         service = services.get(ref["id"]) if ref else None
-        if service is not None and service.get("enabled") is False:
-            continue
-        route_id = route["id"]
         before = known.get(route_id)
         if (
             before is not None
+            and before[0] is route
+            and before[1] is service
             and before[2] == honor_path_handling
-            and before[0] == route
+        ):
+            # The very objects compiled last time (a delta keeps unchanged entities): nothing to check.
+            compiled[route_id] = before
+            reused.add(route_id)
+            if route.get("headers"):
+                needs_headers.update(_header_name(name) for name in route["headers"])
+            continue
+        if not HTTP_PROTOCOLS.intersection(route.get("protocols") or ()):
+            continue  # stream routes belong to the stream router
+        if service is not None and service.get("enabled") is False:
+            continue
+        if (
+            before is not None
+            and before[2] == honor_path_handling
+            and (before[0] is route or before[0] == route)
             and _same_service(before[1], service, same_services)
         ):
             for matcher in before[3]:  # equal values: point at this config's objects, free the old

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from zonegate.core.canonical import ConfigHash, config_hash
 from zonegate.core.config import Config
@@ -63,6 +63,9 @@ class ServicePlan:
     # The Host sent upstream when the service is not an upstream name; Kong leaves ``:port``
     # out on the scheme's default port.
     host_header: str
+    # The entity it was planned from: the next config's plan is this one when the entity is the
+    # same object (a delta keeps unchanged entities) and nothing it depends on changed.
+    source: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def tls_context(self) -> ssl.SSLContext | None:
@@ -97,11 +100,18 @@ class Runtime:
         return self.hash.config_hash
 
 
-def plan_services(config: Config, balancers: Balancers) -> dict[str, ServicePlan]:
+def plan_services(
+    config: Config, balancers: Balancers, previous: Mapping[str, ServicePlan] | None = None
+) -> dict[str, ServicePlan]:
+    """``previous``: plans made with the same balancers and TLS material, reused by identity."""
     certificates = config.by_id("certificates")
     ca_certificates = config.by_id("ca_certificates")
     plans: dict[str, ServicePlan] = {}
     for service in config.of("services"):
+        before = previous.get(service["id"]) if previous is not None else None
+        if before is not None and before.source is service:
+            plans[service["id"]] = before
+            continue
         scheme = service["protocol"]
         tls = None
         if scheme in ("https", "grpcs", "tls"):
@@ -123,6 +133,7 @@ def plan_services(config: Config, balancers: Balancers) -> dict[str, ServicePlan
             host_header=service["host"]
             if DEFAULT_PORTS.get(scheme) == service["port"]
             else f"{service['host']}:{service['port']}",
+            source=service,
         )
     return plans
 
@@ -149,7 +160,12 @@ def build_runtime(
         balancers = previous.balancers
     else:
         balancers = Balancers.build(config, previous.balancers if previous is not None else None)
-    services = plan_services(config, balancers)
+    reusable = (
+        previous.services
+        if previous is not None and balancers is previous.balancers and "rest" not in changed
+        else None
+    )  # certificates are in "rest": a change there may change any service's TLS
+    services = plan_services(config, balancers, reusable)
     handlers = (
         plugin_handlers if plugin_handlers is not None else (previous.plugin_handlers if previous else {})
     )

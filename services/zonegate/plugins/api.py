@@ -43,11 +43,43 @@ _UNSAFE: Final = str.maketrans({"\r": "%0D", "\n": "%0A", "\0": "%00"})
 def _encode(text: str) -> bytes:
     """Header bytes: latin-1 as HTTP/1.1 has it, UTF-8 for what latin-1 cannot carry; CR, LF and
     NUL escaped."""
-    text = text.translate(_UNSAFE)
+    # str.translate with multi-character replacements goes character by character (about 1 us
+    # for a 30-character header name); three ``in`` scans are C loops, and values rarely need it.
+    if "\r" in text or "\n" in text or "\0" in text:
+        text = text.translate(_UNSAFE)
     try:
         return text.encode("latin-1")
     except UnicodeEncodeError:
         return text.encode("utf-8")
+
+
+# Header names come from code and configs: few, and the same on every request. Their encodings
+# are kept (up to a bound, in case a plugin derives names from requests).
+_NAMES_KEPT: Final = 2048
+_encoded_names: dict[str, bytes] = {}
+_lowered_names: dict[str, bytes] = {}
+_lowered_sets: dict[tuple[str, ...], frozenset[bytes]] = {}
+
+
+def _encode_name(name: str) -> bytes:
+    """``_encode(name)``, remembered."""
+    encoded = _encoded_names.get(name)
+    if encoded is None:
+        encoded = _encode(name)
+        if len(_encoded_names) < _NAMES_KEPT:
+            _encoded_names[name] = encoded
+    return encoded
+
+
+def _lowered_name(name: str) -> bytes:
+    """``name.lower().encode("latin-1")`` (raising as it does), remembered: what request and
+    response header names are compared with."""
+    lowered = _lowered_names.get(name)
+    if lowered is None:
+        lowered = name.lower().encode("latin-1")
+        if len(_lowered_names) < _NAMES_KEPT:
+            _lowered_names[name] = lowered
+    return lowered
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +204,7 @@ class PluginContext:
         "_log_entry",
         "_query",
         "_response_list",
+        "_waiting_names",
         "authenticated_groups",
         "body_limit_status",
         "body_wanted",
@@ -199,6 +232,7 @@ class PluginContext:
         self.shared: dict[str, Any] = {}
         # Headers plugins add to the client's response (rate-limit headers set during access...).
         self.response_headers: list[tuple[str, str]] = []
+        self._waiting_names: set[str] = set()  # their names, lowered: no scan to find one
         self.response_status = 0
         self.query_changed = False
         self._query: dict[str, list[str]] | None = None
@@ -225,14 +259,14 @@ class PluginContext:
 
     def header(self, name: str) -> str | None:
         """The first value of a request header (case-insensitive), as Kong's ``get_header``."""
-        wanted = name.lower().encode("latin-1")
+        wanted = _lowered_name(name)
         for key, value in self.request.headers:
             if key.lower() == wanted:
                 return value.decode("latin-1")
         return None
 
     def header_values(self, name: str) -> list[str]:
-        wanted = name.lower().encode("latin-1")
+        wanted = _lowered_name(name)
         return [v.decode("latin-1") for k, v in self.request.headers if k.lower() == wanted]
 
     @property
@@ -248,21 +282,28 @@ class PluginContext:
             self.request.set_upstream_host(value)  # the proxy writes Host itself
             return
         self.clear_header(name)
-        self.request.headers.append((_encode(name), _encode(value)))
+        self.request.headers.append((_encode_name(name), _encode(value)))
 
     def add_header(self, name: str, value: str) -> None:
-        self.request.headers.append((_encode(name), _encode(value)))
+        self.request.headers.append((_encode_name(name), _encode(value)))
 
     def replace_headers(self, names: Iterable[str], values: Iterable[tuple[str, str]]) -> None:
         """Clear every header in ``names``, then add ``values``: one pass over the request headers,
         where a set/clear per header is one pass each (an auth plugin sets five per request)."""
-        wanted = {name.lower().encode("latin-1") for name in names}
+        if type(names) is tuple:  # a constant, as auth plugins pass: its set is kept
+            wanted = _lowered_sets.get(names)
+            if wanted is None:
+                wanted = frozenset(_lowered_name(name) for name in names)
+                if len(_lowered_sets) < _NAMES_KEPT:
+                    _lowered_sets[names] = wanted
+        else:
+            wanted = frozenset(_lowered_name(name) for name in names)
         headers = self.request.headers
         headers[:] = [(k, v) for k, v in headers if k.lower() not in wanted]
-        headers.extend((_encode(name), _encode(value)) for name, value in values)
+        headers.extend([(_encode_name(name), _encode(value)) for name, value in values])
 
     def clear_header(self, name: str) -> None:
-        wanted = name.lower().encode("latin-1")
+        wanted = _lowered_name(name)
         self.request.headers[:] = [(k, v) for k, v in self.request.headers if k.lower() != wanted]
 
     def set_query(self, query: Mapping[str, list[str]]) -> None:
@@ -325,30 +366,52 @@ class PluginContext:
         headers = self._response_list
         if headers is None:
             waiting = self.response_headers
-            if any(k.lower() == lowered for k, _ in waiting):
+            names = self._waiting_names
+            if lowered in names:
                 self.response_headers = waiting = [(k, v) for k, v in waiting if k.lower() != lowered]
+            else:
+                names.add(lowered)
             waiting.append((name, value))
             return
         if lowered in _FRAMING_HEADERS:
             return
-        wanted = _encode(lowered)
+        wanted = _encode_name(lowered)
         headers[:] = [(k, v) for k, v in headers if k.lower() != wanted]
-        headers.append((_encode(name), _encode(value)))
+        headers.append((_encode_name(name), _encode(value)))
+
+    def set_response_headers(self, headers: Iterable[tuple[str, str]]) -> None:
+        """``set_response_header`` for each, in order: one call for a plugin that sets several."""
+        if self._response_list is not None:
+            for name, value in headers:
+                self.set_response_header(name, value)
+            return
+        waiting = self.response_headers
+        names = self._waiting_names
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered in names:
+                self.response_headers = waiting = [(k, v) for k, v in waiting if k.lower() != lowered]
+            else:
+                names.add(lowered)
+            waiting.append((name, value))
 
     def add_response_header(self, name: str, value: str) -> None:
         """Another value for the header, after the ones it has (Kong's ``add_header``)."""
         headers = self._response_list
         if headers is None:
             self.response_headers.append((name, value))
+            self._waiting_names.add(name.lower())
         elif name.lower() not in _FRAMING_HEADERS:
-            headers.append((_encode(name), _encode(value)))
+            headers.append((_encode_name(name), _encode(value)))
 
     def clear_response_header(self, name: str) -> None:
         lowered = name.lower()
-        self.response_headers = [(k, v) for k, v in self.response_headers if k.lower() != lowered]
+        if lowered in self._waiting_names:
+            self._waiting_names.discard(lowered)
+            self.response_headers = [(k, v) for k, v in self.response_headers if k.lower() != lowered]
         headers = self._response_list
         if headers is not None and lowered not in _FRAMING_HEADERS:
-            wanted = _encode(lowered)
+            wanted = _encode_name(lowered)
             headers[:] = [(k, v) for k, v in headers if k.lower() != wanted]
 
     def response_header_values(self, name: str) -> list[str]:
@@ -356,7 +419,7 @@ class PluginContext:
         headers = self._response_list
         if headers is None:
             return [v for k, v in self.response_headers if k.lower() == lowered]
-        wanted = _encode(lowered)
+        wanted = _encode_name(lowered)
         return [v.decode("latin-1") for k, v in headers if k.lower() == wanted]
 
     def response_header(self, name: str) -> str | None:
@@ -376,13 +439,21 @@ class PluginContext:
         set earlier replace the response's own of the same name."""
         pending, self.response_headers = self.response_headers, []
         self._response_list = headers
-        pending = [(name, value) for name, value in pending if name.lower() not in _FRAMING_HEADERS]
         if not pending:
             return
+        names = self._waiting_names
+        framing = not names.isdisjoint(_FRAMING_HEADERS)
+        names.clear()
+        if framing:
+            pending = [(name, value) for name, value in pending if name.lower() not in _FRAMING_HEADERS]
+            if not pending:
+                return
         # One pass over the response's headers for all of them (rate-limiting sets seven).
-        replaced = {name.lower().encode("latin-1") for name, _ in pending}
+        # (The caches are read inline: a function call per header would cost more than the work.)
+        lowered, encoded = _lowered_names.get, _encoded_names.get
+        replaced = {lowered(name) or _lowered_name(name) for name, _ in pending}
         headers[:] = [(k, v) for k, v in headers if k.lower() not in replaced]
-        headers.extend((_encode(name), _encode(value)) for name, value in pending)
+        headers.extend([(encoded(name) or _encode_name(name), _encode(value)) for name, value in pending])
 
     def serialize(self) -> dict[str, Any]:
         """Kong's ``kong.log.serialize()``: built once per request, for log-phase plugins only

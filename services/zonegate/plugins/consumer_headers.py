@@ -14,6 +14,7 @@ CONSUMER_USERNAME = "X-Consumer-Username"
 CREDENTIAL_IDENTIFIER = "X-Credential-Identifier"
 ANONYMOUS = "X-Anonymous-Consumer"
 ALL_HEADERS = (CONSUMER_ID, CONSUMER_CUSTOM_ID, CONSUMER_USERNAME, CREDENTIAL_IDENTIFIER, ANONYMOUS)
+_CONSUMER_FIELDS = ((CONSUMER_ID, "id"), (CONSUMER_CUSTOM_ID, "custom_id"), (CONSUMER_USERNAME, "username"))
 
 
 def set_consumer_headers(
@@ -25,16 +26,16 @@ def set_consumer_headers(
     """``identifier``: the credential field Kong sends as ``X-Credential-Identifier`` (key-auth:
     ``id``, basic-auth: ``username``, jwt: ``key``)."""
     ctx.authenticate(consumer, credential)
-    values = [
-        (header, str(value))
-        for header, value in (
-            (CONSUMER_ID, consumer.get("id") if consumer else None),
-            (CONSUMER_CUSTOM_ID, consumer.get("custom_id") if consumer else None),
-            (CONSUMER_USERNAME, consumer.get("username") if consumer else None),
-            (CREDENTIAL_IDENTIFIER, credential.get(identifier) if credential else None),
-        )
-        if value
-    ]
+    values: list[tuple[str, str]] = []
+    if consumer:
+        for header, name in _CONSUMER_FIELDS:
+            value = consumer.get(name)
+            if value:
+                values.append((header, str(value)))
+    if credential:
+        value = credential.get(identifier)
+        if value:
+            values.append((CREDENTIAL_IDENTIFIER, str(value)))
     if credential is None:
         values.append((ANONYMOUS, "true"))
     # The client's own values of these headers never reach the upstream: all are replaced.

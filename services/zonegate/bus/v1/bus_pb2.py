@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19zonegate/bus/v1/bus.proto\x12\x0fzonegate.bus.v1\"\x89\x04\n\x0eSnapshotHeader\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x13\n\x0b\x63onfig_hash\x18\x02 \x01(\t\x12\x46\n\x0cgroup_hashes\x18\x03 \x03(\x0b\x32\x30.zonegate.bus.v1.SnapshotHeader.GroupHashesEntry\x12\x18\n\x10zonegate_version\x18\x04 \x01(\t\x12=\n\x07plugins\x18\x05 \x03(\x0b\x32,.zonegate.bus.v1.SnapshotHeader.PluginsEntry\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x63luster\x18\x07 \x01(\t\x12\r\n\x05group\x18\x08 \x01(\t\x12\x16\n\x0epayload_sha256\x18\t \x01(\x0c\x12\x14\n\x0cpayload_size\x18\n \x01(\x04\x12\x10\n\x08raw_size\x18\x0b \x01(\x04\x12\x13\n\x0b\x63ompression\x18\x0c \x01(\t\x12\x30\n\x06object\x18\r \x01(\x0b\x32 .zonegate.bus.v1.ObjectReference\x12\x0e\n\x06signer\x18\x0e \x01(\t\x1a\x32\n\x10GroupHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cPluginsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0fObjectReference\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"}\n\x0eSignedSnapshot\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x1b\n\x13signature_algorithm\x18\x03 \x01(\t\x12\x1a\n\x12signer_certificate\x18\x04 \x01(\x0c\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\"\\\n\x0c\x41nnouncement\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x13\n\x0b\x63onfig_hash\x18\x02 \x01(\t\x12\x17\n\x0fstream_sequence\x18\x03 \x01(\x04\x12\r\n\x05group\x18\x04 \x01(\t\"\xc9\x01\n\x03\x41\x63k\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x13\n\x0b\x63onfig_hash\x18\x03 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0bsync_status\x18\x06 \x01(\t\x12\x17\n\x0fserving_version\x18\x07 \x01(\x04\x12\x14\n\x0cserving_hash\x18\x08 \x01(\t\x12\r\n\x05\x61t_ms\x18\t \x01(\x03\x12\x17\n\x0fstream_sequence\x18\n \x01(\x04\"\xe7\x03\n\tHeartbeat\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\n\n\x02ip\x18\x03 \x01(\t\x12\x18\n\x10zonegate_version\x18\x04 \x01(\t\x12\x36\n\x06labels\x18\x05 \x03(\x0b\x32&.zonegate.bus.v1.Heartbeat.LabelsEntry\x12\x16\n\x0e\x63onfig_version\x18\x06 \x01(\x04\x12\x13\n\x0b\x63onfig_hash\x18\x07 \x01(\t\x12\x38\n\x07plugins\x18\x08 \x03(\x0b\x32\'.zonegate.bus.v1.Heartbeat.PluginsEntry\x12\x13\n\x0b\x63\x65rt_expiry\x18\t \x01(\x03\x12\x12\n\nlast_error\x18\n \x01(\t\x12\x12\n\nsent_at_ms\x18\x0b \x01(\x03\x12\x13\n\x0bsync_status\x18\x0c \x01(\t\x12\x18\n\x10rejected_version\x18\r \x01(\x04\x12\r\n\x05group\x18\x0e \x01(\t\x12\x18\n\x10interval_seconds\x18\x0f \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cPluginsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19zonegate/bus/v1/bus.proto\x12\x0fzonegate.bus.v1\"\xb9\x04\n\x0eSnapshotHeader\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x13\n\x0b\x63onfig_hash\x18\x02 \x01(\t\x12\x46\n\x0cgroup_hashes\x18\x03 \x03(\x0b\x32\x30.zonegate.bus.v1.SnapshotHeader.GroupHashesEntry\x12\x18\n\x10zonegate_version\x18\x04 \x01(\t\x12=\n\x07plugins\x18\x05 \x03(\x0b\x32,.zonegate.bus.v1.SnapshotHeader.PluginsEntry\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x63luster\x18\x07 \x01(\t\x12\r\n\x05group\x18\x08 \x01(\t\x12\x16\n\x0epayload_sha256\x18\t \x01(\x0c\x12\x14\n\x0cpayload_size\x18\n \x01(\x04\x12\x10\n\x08raw_size\x18\x0b \x01(\x04\x12\x13\n\x0b\x63ompression\x18\x0c \x01(\t\x12\x30\n\x06object\x18\r \x01(\x0b\x32 .zonegate.bus.v1.ObjectReference\x12\x0e\n\x06signer\x18\x0e \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x0f \x01(\x04\x12\x18\n\x10\x62\x61se_config_hash\x18\x10 \x01(\t\x1a\x32\n\x10GroupHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cPluginsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0fObjectReference\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"}\n\x0eSignedSnapshot\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x1b\n\x13signature_algorithm\x18\x03 \x01(\t\x12\x1a\n\x12signer_certificate\x18\x04 \x01(\x0c\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\"k\n\x0c\x41nnouncement\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x13\n\x0b\x63onfig_hash\x18\x02 \x01(\t\x12\x17\n\x0fstream_sequence\x18\x03 \x01(\x04\x12\r\n\x05group\x18\x04 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x05 \x01(\x0c\"\xc9\x01\n\x03\x41\x63k\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x13\n\x0b\x63onfig_hash\x18\x03 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0bsync_status\x18\x06 \x01(\t\x12\x17\n\x0fserving_version\x18\x07 \x01(\x04\x12\x14\n\x0cserving_hash\x18\x08 \x01(\t\x12\r\n\x05\x61t_ms\x18\t \x01(\x03\x12\x17\n\x0fstream_sequence\x18\n \x01(\x04\"\xe7\x03\n\tHeartbeat\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\n\n\x02ip\x18\x03 \x01(\t\x12\x18\n\x10zonegate_version\x18\x04 \x01(\t\x12\x36\n\x06labels\x18\x05 \x03(\x0b\x32&.zonegate.bus.v1.Heartbeat.LabelsEntry\x12\x16\n\x0e\x63onfig_version\x18\x06 \x01(\x04\x12\x13\n\x0b\x63onfig_hash\x18\x07 \x01(\t\x12\x38\n\x07plugins\x18\x08 \x03(\x0b\x32\'.zonegate.bus.v1.Heartbeat.PluginsEntry\x12\x13\n\x0b\x63\x65rt_expiry\x18\t \x01(\x03\x12\x12\n\nlast_error\x18\n \x01(\t\x12\x12\n\nsent_at_ms\x18\x0b \x01(\x03\x12\x13\n\x0bsync_status\x18\x0c \x01(\t\x12\x18\n\x10rejected_version\x18\r \x01(\x04\x12\r\n\x05group\x18\x0e \x01(\t\x12\x18\n\x10interval_seconds\x18\x0f \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cPluginsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,23 +40,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEAT_PLUGINSENTRY']._loaded_options = None
   _globals['_HEARTBEAT_PLUGINSENTRY']._serialized_options = b'8\001'
   _globals['_SNAPSHOTHEADER']._serialized_start=47
-  _globals['_SNAPSHOTHEADER']._serialized_end=568
-  _globals['_SNAPSHOTHEADER_GROUPHASHESENTRY']._serialized_start=470
-  _globals['_SNAPSHOTHEADER_GROUPHASHESENTRY']._serialized_end=520
-  _globals['_SNAPSHOTHEADER_PLUGINSENTRY']._serialized_start=522
-  _globals['_SNAPSHOTHEADER_PLUGINSENTRY']._serialized_end=568
-  _globals['_OBJECTREFERENCE']._serialized_start=570
-  _globals['_OBJECTREFERENCE']._serialized_end=617
-  _globals['_SIGNEDSNAPSHOT']._serialized_start=619
-  _globals['_SIGNEDSNAPSHOT']._serialized_end=744
-  _globals['_ANNOUNCEMENT']._serialized_start=746
-  _globals['_ANNOUNCEMENT']._serialized_end=838
-  _globals['_ACK']._serialized_start=841
-  _globals['_ACK']._serialized_end=1042
-  _globals['_HEARTBEAT']._serialized_start=1045
-  _globals['_HEARTBEAT']._serialized_end=1532
-  _globals['_HEARTBEAT_LABELSENTRY']._serialized_start=1439
-  _globals['_HEARTBEAT_LABELSENTRY']._serialized_end=1484
-  _globals['_HEARTBEAT_PLUGINSENTRY']._serialized_start=522
-  _globals['_HEARTBEAT_PLUGINSENTRY']._serialized_end=568
+  _globals['_SNAPSHOTHEADER']._serialized_end=616
+  _globals['_SNAPSHOTHEADER_GROUPHASHESENTRY']._serialized_start=518
+  _globals['_SNAPSHOTHEADER_GROUPHASHESENTRY']._serialized_end=568
+  _globals['_SNAPSHOTHEADER_PLUGINSENTRY']._serialized_start=570
+  _globals['_SNAPSHOTHEADER_PLUGINSENTRY']._serialized_end=616
+  _globals['_OBJECTREFERENCE']._serialized_start=618
+  _globals['_OBJECTREFERENCE']._serialized_end=665
+  _globals['_SIGNEDSNAPSHOT']._serialized_start=667
+  _globals['_SIGNEDSNAPSHOT']._serialized_end=792
+  _globals['_ANNOUNCEMENT']._serialized_start=794
+  _globals['_ANNOUNCEMENT']._serialized_end=901
+  _globals['_ACK']._serialized_start=904
+  _globals['_ACK']._serialized_end=1105
+  _globals['_HEARTBEAT']._serialized_start=1108
+  _globals['_HEARTBEAT']._serialized_end=1595
+  _globals['_HEARTBEAT_LABELSENTRY']._serialized_start=1502
+  _globals['_HEARTBEAT_LABELSENTRY']._serialized_end=1547
+  _globals['_HEARTBEAT_PLUGINSENTRY']._serialized_start=570
+  _globals['_HEARTBEAT_PLUGINSENTRY']._serialized_end=616
 # @@protoc_insertion_point(module_scope)

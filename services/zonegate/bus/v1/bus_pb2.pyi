@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SnapshotHeader(_message.Message):
-    __slots__ = ("version", "config_hash", "group_hashes", "zonegate_version", "plugins", "created_at_ms", "cluster", "group", "payload_sha256", "payload_size", "raw_size", "compression", "object", "signer")
+    __slots__ = ("version", "config_hash", "group_hashes", "zonegate_version", "plugins", "created_at_ms", "cluster", "group", "payload_sha256", "payload_size", "raw_size", "compression", "object", "signer", "base_version", "base_config_hash")
     class GroupHashesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,8 @@ class SnapshotHeader(_message.Message):
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     SIGNER_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BASE_CONFIG_HASH_FIELD_NUMBER: _ClassVar[int]
     version: int
     config_hash: str
     group_hashes: _containers.ScalarMap[str, str]
@@ -50,7 +52,9 @@ class SnapshotHeader(_message.Message):
     compression: str
     object: ObjectReference
     signer: str
-    def __init__(self, version: _Optional[int] = ..., config_hash: _Optional[str] = ..., group_hashes: _Optional[_Mapping[str, str]] = ..., zonegate_version: _Optional[str] = ..., plugins: _Optional[_Mapping[str, str]] = ..., created_at_ms: _Optional[int] = ..., cluster: _Optional[str] = ..., group: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ..., payload_size: _Optional[int] = ..., raw_size: _Optional[int] = ..., compression: _Optional[str] = ..., object: _Optional[_Union[ObjectReference, _Mapping]] = ..., signer: _Optional[str] = ...) -> None: ...
+    base_version: int
+    base_config_hash: str
+    def __init__(self, version: _Optional[int] = ..., config_hash: _Optional[str] = ..., group_hashes: _Optional[_Mapping[str, str]] = ..., zonegate_version: _Optional[str] = ..., plugins: _Optional[_Mapping[str, str]] = ..., created_at_ms: _Optional[int] = ..., cluster: _Optional[str] = ..., group: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ..., payload_size: _Optional[int] = ..., raw_size: _Optional[int] = ..., compression: _Optional[str] = ..., object: _Optional[_Union[ObjectReference, _Mapping]] = ..., signer: _Optional[str] = ..., base_version: _Optional[int] = ..., base_config_hash: _Optional[str] = ...) -> None: ...
 
 class ObjectReference(_message.Message):
     __slots__ = ("bucket", "name")
@@ -75,16 +79,18 @@ class SignedSnapshot(_message.Message):
     def __init__(self, header: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., signature_algorithm: _Optional[str] = ..., signer_certificate: _Optional[bytes] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class Announcement(_message.Message):
-    __slots__ = ("version", "config_hash", "stream_sequence", "group")
+    __slots__ = ("version", "config_hash", "stream_sequence", "group", "delta")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_HASH_FIELD_NUMBER: _ClassVar[int]
     STREAM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
     version: int
     config_hash: str
     stream_sequence: int
     group: str
-    def __init__(self, version: _Optional[int] = ..., config_hash: _Optional[str] = ..., stream_sequence: _Optional[int] = ..., group: _Optional[str] = ...) -> None: ...
+    delta: bytes
+    def __init__(self, version: _Optional[int] = ..., config_hash: _Optional[str] = ..., stream_sequence: _Optional[int] = ..., group: _Optional[str] = ..., delta: _Optional[bytes] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("node_id", "version", "config_hash", "applied", "reason", "sync_status", "serving_version", "serving_hash", "at_ms", "stream_sequence")

@@ -38,6 +38,7 @@ class KeyAuth(Plugin):
 
     def configure(self, shared: SharedIndexes) -> None:
         self.credentials = shared.by_field("keyauth_credentials", "key")
+        self.consumers = shared.by_field("consumers", "id")
         self.shared = shared
         self.loaded_at = time.time()
         # Kong 3.x: "Key" alone unless a realm is configured.
@@ -81,9 +82,11 @@ class KeyAuth(Plugin):
         if not key:
             return Exit(401, NO_KEY, headers={"WWW-Authenticate": self.realm})
         credential = self.credentials.get(key)
-        if credential is None or expired(credential, time.time(), self.loaded_at):
+        if credential is None or (credential.get("ttl") and expired(credential, time.time(), self.loaded_at)):
             return Exit(401, INVALID)
-        consumer = self.shared.consumer(credential["consumer"]["id"])
+        consumer_id = credential["consumer"]["id"]
+        # ``shared.consumer`` looks up by id, then by username: the first is one dict access.
+        consumer = self.consumers.get(consumer_id) or self.shared.consumer(consumer_id)
         if consumer is None:
             return Exit(401, INVALID)
         set_consumer_headers(ctx, consumer, credential)

@@ -1,7 +1,8 @@
 """rate-limiting's handler: Kong 3.x's identifiers, fixed windows, headers and 429.
 
 ``local`` counts in this process (``local_counters``). ``cluster`` counts in a JetStream KV bucket
-that every data plane shares (``zonegate.bus.ratelimit_store``), through a bus connection of this
+that every data plane shares (``zonegate.bus.ratelimit_store``), in the hub's JetStream domain
+(``Settings.hub_js_domain``) whatever region the data plane is in, through a bus connection of this
 proxy process opened in ``init_worker`` (data planes only). Each request waits at most
 ``CLUSTER_TIMEOUT`` for the bus; when it cannot be reached, ``fault_tolerant`` counts locally and
 proxies (one warning per outage), else the request gets Kong's 500.
@@ -10,6 +11,7 @@ proxies (one warning per outage), else the request gets Kong's 500.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import time
@@ -69,6 +71,8 @@ def identify(config: Mapping[str, Any], ctx: PluginContext) -> str:
 
 
 def _number(value: float) -> str:
+    if type(value) is int:  # counts and limits nearly always are
+        return str(value)
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
@@ -87,6 +91,17 @@ class RateLimiting(Plugin):
             (period, config[period]) for period in PERIODS if config.get(period) is not None
         )
         self.cluster = config["policy"] == "cluster"
+        self.hide_headers: bool = config["hide_client_headers"]
+        # What the headers of each limit need that does not change per request.
+        self.limit_values = tuple(limit for _, limit in self.limits)
+        self.header_plan: tuple[tuple[str, float, int, str, str, str], ...] = tuple(
+            (period, limit, LENGTH[period], X_LIMIT[period], X_REMAINING[period], _number(limit))
+            for period, limit in self.limits
+        )
+        # The windows move at most once a second: the last second's starts and ends are kept.
+        self.second = -1
+        self.starts: tuple[int, ...] = ()
+        self.ends: tuple[int, ...] = ()
 
     @classmethod
     def init_worker(cls, settings: Settings) -> None:
@@ -100,7 +115,12 @@ class RateLimiting(Plugin):
             log.warning("rate_limiting.no_bus", error=repr(exc))
             return
         options = node_options(settings, tls, role="dp-ratelimit", node_id=str(os.getpid()))
-        _cluster = _Cluster(BusConnection(options), ClusterCounters(Names(settings.cluster_name)))
+        # The counters live in the hub's domain, shared by every region: a region's data plane
+        # reads its config in its own domain and counts in the hub's, through the leaf link.
+        hub = settings.hub_js_domain
+        remote = hub if hub != settings.cluster_js_domain else None
+        counters = ClusterCounters(Names(settings.cluster_name), remote_domain=remote)
+        _cluster = _Cluster(BusConnection(dataclasses.replace(options, js_domain=hub)), counters)
         task = loop.create_task(_cluster.connection.start(), name="rate-limiting-bus")
         _cluster.tasks.add(task)
         task.add_done_callback(_cluster.tasks.discard)
@@ -108,19 +128,33 @@ class RateLimiting(Plugin):
     def access(self, ctx: PluginContext) -> AccessResult:
         now = time.time()
         identifier = identify(self.config, ctx)
-        starts = [window_start(period, now) for period, _ in self.limits]
+        starts = self._window_starts(now)
         if self.cluster:
             return self._cluster_access(ctx, identifier, starts, now)
         return self._local(ctx, identifier, starts, now)
 
+    def _window_starts(self, now: float) -> tuple[int, ...]:
+        """Each limit's current window start (``window_start`` depends on the whole second only)."""
+        second = int(now)
+        if second != self.second:
+            self.starts = tuple(window_start(period, now) for period, _ in self.limits)
+            self.ends = tuple(
+                start + LENGTH[period] for (period, _), start in zip(self.limits, self.starts, strict=True)
+            )
+            self.second = second
+        return self.starts
+
     def _local(self, ctx: PluginContext, identifier: str, starts: Sequence[int], now: float) -> Exit | None:
-        periods = [period for period, _ in self.limits]
-        keys = [(self.id, identifier, period, start) for period, start in zip(periods, starts, strict=True)]
-        used = local_counters.usage(keys)
-        stop = next((i for i, (_, limit) in enumerate(self.limits) if limit - used[i] <= 0), None)
-        if stop is None:
-            ends = [start + LENGTH[period] for period, start in zip(periods, starts, strict=True)]
-            local_counters.increment(keys, ends, now)
+        plugin_id = self.id
+        keys = [
+            (plugin_id, identifier, period, start)
+            for (period, _), start in zip(self.limits, starts, strict=True)
+        ]
+        if starts is self.starts:
+            ends: Sequence[int] = self.ends
+        else:  # the cluster policy's fallback, a second or more later
+            ends = [start + LENGTH[period] for (period, _), start in zip(self.limits, starts, strict=True)]
+        used, stop = local_counters.take(keys, self.limit_values, ends, now)
         return self._answer(ctx, used, stop, starts, now)
 
     async def _cluster_access(
@@ -167,25 +201,35 @@ class RateLimiting(Plugin):
         self, ctx: PluginContext, used: Sequence[int], stop: int | None, starts: Sequence[int], now: float
     ) -> Exit | None:
         """Kong's headers (the tightest limit in ``RateLimit-*``) and the refusal."""
-        config = self.config
-        refusal = Exit(int(config["error_code"]), config["error_message"]) if stop is not None else None
-        if config["hide_client_headers"]:
+        refusal = None
+        if stop is not None:
+            config = self.config
+            refusal = Exit(int(config["error_code"]), config["error_message"])
+        if self.hide_headers:
             return refusal
-        best: tuple[float, int, float, int] | None = None  # remaining, window, limit, reset
-        for index, (period, limit) in enumerate(self.limits):
+        headers: list[tuple[str, str]] = []
+        best = -1  # the tightest limit: least remaining, then the longest window
+        best_remaining: float = 0
+        best_window = 0
+        best_text = ""
+        for index, (_, limit, window, limit_name, remaining_name, limit_text) in enumerate(self.header_plan):
             remaining = limit - used[index]
             if stop is None or stop == index:
                 remaining -= 1
-            remaining = max(0, remaining)
-            ctx.set_response_header(X_LIMIT[period], _number(limit))
-            ctx.set_response_header(X_REMAINING[period], _number(remaining))
-            window = LENGTH[period]
-            if best is None or remaining < best[0] or (remaining == best[0] and window > best[1]):
-                best = (remaining, window, limit, seconds_left(period, starts[index], now))
-        assert best is not None  # the schema requires at least one limit
-        ctx.set_response_header("RateLimit-Limit", _number(best[2]))
-        ctx.set_response_header("RateLimit-Remaining", _number(best[0]))
-        ctx.set_response_header("RateLimit-Reset", str(best[3]))
+            if remaining <= 0:
+                remaining = 0  # max(0, remaining), without the call
+            remaining_text = str(remaining) if type(remaining) is int else _number(remaining)
+            headers.append((limit_name, limit_text))
+            headers.append((remaining_name, remaining_text))
+            if best < 0 or (remaining, -window) < (best_remaining, -best_window):
+                best, best_remaining, best_window, best_text = index, remaining, window, remaining_text
+        # The schema requires at least one limit, so there is a best.
+        period, _, _, _, _, limit_text = self.header_plan[best]
+        reset = str(seconds_left(period, starts[best], now))
+        headers.append(("RateLimit-Limit", limit_text))
+        headers.append(("RateLimit-Remaining", best_text))
+        headers.append(("RateLimit-Reset", reset))
         if refusal is not None:
-            ctx.set_response_header("Retry-After", str(best[3]))
+            headers.append(("Retry-After", reset))
+        ctx.set_response_headers(headers)
         return refusal

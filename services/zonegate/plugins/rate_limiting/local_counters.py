@@ -12,25 +12,39 @@ Key = tuple[str, str, str, int]  # plugin id, identifier, period, window start
 
 _SWEEP_EVERY: Final = 10_000
 
-_counts: dict[Key, tuple[int, float]] = {}  # key -> (count, end of its window)
+# Counts and window ends apart: a count is a plain int (no tuple allocated per request), and a
+# key's end never changes (the key names its window), so it is written once.
+_counts: dict[Key, int] = {}  # key -> count (at least 1)
+_ends: dict[Key, float] = {}  # key -> end of its window
 _writes = 0
 
 
-def usage(keys: Sequence[Key]) -> list[int]:
-    return [_counts.get(key, (0, 0.0))[0] for key in keys]
-
-
-def increment(keys: Sequence[Key], ends: Sequence[float], now: float) -> None:
+def take(
+    keys: Sequence[Key], limits: Sequence[float], ends: Sequence[float], now: float
+) -> tuple[list[int], int | None]:
+    """One request against every key's counter (``ends``: when each key's window ends): the
+    counts before it, and the index of the first key whose limit is reached, in which case
+    nothing is counted (a refused request does not count)."""
     global _writes
-    for key, end in zip(keys, ends, strict=True):
-        count = _counts.get(key, (0, end))[0]
-        _counts[key] = (count + 1, end)
+    counts = _counts
+    get = counts.get
+    used = [get(key, 0) for key in keys]
+    for index, limit in enumerate(limits):
+        if limit - used[index] <= 0:
+            return used, index
+    for index, key in enumerate(keys):
+        count = used[index]
+        if not count:
+            _ends[key] = ends[index]
+        counts[key] = count + 1
     _writes += 1
     if _writes % _SWEEP_EVERY == 0:
-        for key in [k for k, (_, end) in _counts.items() if end <= now]:
-            del _counts[key]
+        for key in [k for k, end in _ends.items() if end <= now]:
+            del _counts[key], _ends[key]
+    return used, None
 
 
 def reset() -> None:
     """Forget every count (tests)."""
     _counts.clear()
+    _ends.clear()
