@@ -352,15 +352,8 @@ class Publisher:
         if last is not None and current.version <= last.version and not resign:
             return
         base = self._base
-        if (
-            base is not None
-            and last is not None
-            and (base.version, base.config_hash)
-            != (
-                last.version,
-                last.config_hash,
-            )
-        ):
+        on_bus = (last.version, last.config_hash) if last is not None else None
+        if base is not None and on_bus is not None and (base.version, base.config_hash) != on_bus:
             base = None  # the bus moved on without us (another leader): no delta from our last
         # What changed since the last snapshot (entities are the same objects when unchanged):
         # the delta data planes get, and all the consistency check needs to look at.

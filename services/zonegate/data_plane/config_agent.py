@@ -248,12 +248,7 @@ class ConfigAgent:
             return True
 
     async def _compatible_or_refuse(self, opened: OpenedSnapshot, sequence: int) -> bool:
-        verdict = compat.check(
-            data_plane=__version__,
-            control_plane=opened.header.zonegate_version,
-            installed_plugins=self._installed,
-            configured_plugins=dict(opened.header.plugins),
-        )
+        verdict = self._verdict(opened)
         if not verdict.compatible:
             await self._refuse(opened, sequence, verdict.status, verdict.reason)
         return verdict.compatible
@@ -322,12 +317,15 @@ class ConfigAgent:
         await self._answer(opened.version, opened.config_hash, True, "", sequence)
 
     def _compatible(self, opened: OpenedSnapshot) -> bool:
+        return self._verdict(opened).compatible
+
+    def _verdict(self, opened: OpenedSnapshot) -> compat.Verdict:
         return compat.check(
             data_plane=__version__,
             control_plane=opened.header.zonegate_version,
             installed_plugins=self._installed,
             configured_plugins=dict(opened.header.plugins),
-        ).compatible
+        )
 
     def _apply_delta(self, opened: OpenedSnapshot) -> Config:
         change = decode_delta(opened, opened.inline_payload)
