@@ -43,6 +43,7 @@ bench: venv
 	$(BIN)/python ops/bench/admin_bench.py
 	$(BIN)/python ops/bench/proxy_bench.py
 	$(BIN)/python ops/bench/plugins_bench.py
+	$(BIN)/python ops/bench/plugins_python_cost.py
 	$(BIN)/python ops/bench/hybrid_bench.py
 
 clean:

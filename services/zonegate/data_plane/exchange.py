@@ -262,11 +262,7 @@ class Exchange:
         if not plugins.empty:
             chain = plugins.chain(match.route["id"], service.id, None, client.scheme)
             if chain:
-                ctx = PluginContext(
-                    PluginRequest(self),
-                    match.route,
-                    plugins.indexes.by_field("services", "id").get(service.id),
-                )
+                ctx = PluginContext(PluginRequest(self), match.route, plugins.services.get(service.id))
                 self.plugin_ctx, self.plugin_chain = ctx, chain
                 if not AccessRun(self, chain, ctx).step():
                     return  # answered by a plugin, or waiting for one (it calls after_access)

@@ -267,7 +267,11 @@ class PluginContext:
 
     def header_values(self, name: str) -> list[str]:
         wanted = _lowered_name(name)
-        return [v.decode("latin-1") for k, v in self.request.headers if k.lower() == wanted]
+        values = []
+        for key, value in self.request.headers:
+            if key.lower() == wanted:
+                values.append(value.decode("latin-1"))
+        return values
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -299,8 +303,13 @@ class PluginContext:
         else:
             wanted = frozenset(_lowered_name(name) for name in names)
         headers = self.request.headers
-        headers[:] = [(k, v) for k, v in headers if k.lower() not in wanted]
-        headers.extend([(_encode_name(name), _encode(value)) for name, value in values])
+        for key, _ in headers:  # the client rarely sends any of them: rebuild only when it does
+            if key.lower() in wanted:
+                headers[:] = [(k, v) for k, v in headers if k.lower() not in wanted]
+                break
+        encoded = _encoded_names.get
+        for name, value in values:
+            headers.append((encoded(name) or _encode_name(name), _encode(value)))
 
     def clear_header(self, name: str) -> None:
         wanted = _lowered_name(name)
@@ -387,13 +396,13 @@ class PluginContext:
             return
         waiting = self.response_headers
         names = self._waiting_names
-        for name, value in headers:
-            lowered = name.lower()
+        for header in headers:
+            lowered = header[0].lower()
             if lowered in names:
                 self.response_headers = waiting = [(k, v) for k, v in waiting if k.lower() != lowered]
             else:
                 names.add(lowered)
-            waiting.append((name, value))
+            waiting.append(header)
 
     def add_response_header(self, name: str, value: str) -> None:
         """Another value for the header, after the ones it has (Kong's ``add_header``)."""
@@ -448,12 +457,19 @@ class PluginContext:
             pending = [(name, value) for name, value in pending if name.lower() not in _FRAMING_HEADERS]
             if not pending:
                 return
-        # One pass over the response's headers for all of them (rate-limiting sets seven).
-        # (The caches are read inline: a function call per header would cost more than the work.)
+        # One pass over the response's headers for all of them (rate-limiting sets seven). Plain
+        # loops, and the caches read inline: on Python 3.11 a comprehension or a function call
+        # costs more than the work for a few headers.
         lowered, encoded = _lowered_names.get, _encoded_names.get
-        replaced = {lowered(name) or _lowered_name(name) for name, _ in pending}
-        headers[:] = [(k, v) for k, v in headers if k.lower() not in replaced]
-        headers.extend([(encoded(name) or _encode_name(name), _encode(value)) for name, value in pending])
+        replaced = set()
+        for name, _ in pending:
+            replaced.add(lowered(name) or _lowered_name(name))
+        for key, _ in headers:
+            if key.lower() in replaced:
+                headers[:] = [(k, v) for k, v in headers if k.lower() not in replaced]
+                break
+        for name, value in pending:
+            headers.append((encoded(name) or _encode_name(name), _encode(value)))
 
     def serialize(self) -> dict[str, Any]:
         """Kong's ``kong.log.serialize()``: built once per request, for log-phase plugins only

@@ -11,6 +11,7 @@ more once authentication has named a consumer). Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, Final
 
 import structlog
@@ -104,6 +105,11 @@ class PluginSet:
             log.warning("plugins.not_implemented", plugins=sorted(missing))
         self.empty = not self._scoped
         self.consumer_scoped = any(scope[2] is not None for scope in self._scoped)
+
+    @cached_property
+    def services(self) -> Mapping[Any, Mapping[str, Any]]:
+        """Service entities by id (what ``PluginContext.service`` is), as one attribute read."""
+        return self.indexes.by_field("services", "id")
 
     def chain(self, route: str | None, service: str | None, consumer: str | None, protocol: str) -> Chain:
         key = (route, service, consumer, protocol)

@@ -44,6 +44,11 @@ class KeyAuth(Plugin):
         # Kong 3.x: "Key" alone unless a realm is configured.
         realm = self.config.get("realm")
         self.realm = f'Key realm="{realm}"' if realm else "Key"
+        # The config as each request reads it.
+        self.key_names: tuple[str, ...] = tuple(self.config["key_names"])
+        self.in_header: bool = self.config["key_in_header"]
+        self.in_query: bool = self.config["key_in_query"]
+        self.hide_credentials: bool = self.config["hide_credentials"]
 
     def access(self, ctx: PluginContext) -> AccessResult:
         config = self.config
@@ -64,17 +69,16 @@ class KeyAuth(Plugin):
         return failure
 
     def _authenticate(self, ctx: PluginContext) -> Exit | None:
-        config = self.config
         key: str | None = None
-        for name in config["key_names"]:
-            values = ctx.header_values(name) if config["key_in_header"] else []
-            if not values and config["key_in_query"]:
+        for name in self.key_names:
+            values = ctx.header_values(name) if self.in_header else []
+            if not values and self.in_query:
                 values = ctx.query.get(name, [])
             if len(values) > 1:
                 return Exit(401, DUPLICATE)
             if values:
                 key = values[0]
-                if config["hide_credentials"]:
+                if self.hide_credentials:
                     ctx.clear_header(name)
                     if name in ctx.query:
                         ctx.set_query({k: v for k, v in ctx.query.items() if k != name})

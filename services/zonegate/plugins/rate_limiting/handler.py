@@ -92,10 +92,18 @@ class RateLimiting(Plugin):
         )
         self.cluster = config["policy"] == "cluster"
         self.hide_headers: bool = config["hide_client_headers"]
-        # What the headers of each limit need that does not change per request.
+        # What the headers of each limit need that does not change per request: its limit, its
+        # window's length, the X-RateLimit-Limit-<period> header, the name of the remaining one,
+        # and the RateLimit-Limit header when it is the tightest.
         self.limit_values = tuple(limit for _, limit in self.limits)
-        self.header_plan: tuple[tuple[str, float, int, str, str, str], ...] = tuple(
-            (period, limit, LENGTH[period], X_LIMIT[period], X_REMAINING[period], _number(limit))
+        self.header_plan: tuple[tuple[float, int, tuple[str, str], str, tuple[str, str]], ...] = tuple(
+            (
+                limit,
+                LENGTH[period],
+                (X_LIMIT[period], _number(limit)),
+                X_REMAINING[period],
+                ("RateLimit-Limit", _number(limit)),
+            )
             for period, limit in self.limits
         )
         # The windows move at most once a second: the last second's starts and ends are kept.
@@ -146,13 +154,12 @@ class RateLimiting(Plugin):
 
     def _local(self, ctx: PluginContext, identifier: str, starts: Sequence[int], now: float) -> Exit | None:
         plugin_id = self.id
-        keys = [
-            (plugin_id, identifier, period, start)
-            for (period, _), start in zip(self.limits, starts, strict=True)
-        ]
+        keys = []
+        for index, (period, _) in enumerate(self.limits):  # cheaper than a comprehension for 1-3
+            keys.append((plugin_id, identifier, period, starts[index]))
         if starts is self.starts:
             ends: Sequence[int] = self.ends
-        else:  # the cluster policy's fallback, a second or more later
+        else:  # the cluster policy's fallback, after the windows moved on while it waited
             ends = [start + LENGTH[period] for (period, _), start in zip(self.limits, starts, strict=True)]
         used, stop = local_counters.take(keys, self.limit_values, ends, now)
         return self._answer(ctx, used, stop, starts, now)
@@ -208,25 +215,29 @@ class RateLimiting(Plugin):
         if self.hide_headers:
             return refusal
         headers: list[tuple[str, str]] = []
+        plan = self.header_plan
         best = -1  # the tightest limit: least remaining, then the longest window
         best_remaining: float = 0
         best_window = 0
         best_text = ""
-        for index, (_, limit, window, limit_name, remaining_name, limit_text) in enumerate(self.header_plan):
+        for index, (limit, window, limit_header, remaining_name, _) in enumerate(plan):
             remaining = limit - used[index]
             if stop is None or stop == index:
                 remaining -= 1
             if remaining <= 0:
                 remaining = 0  # max(0, remaining), without the call
             remaining_text = str(remaining) if type(remaining) is int else _number(remaining)
-            headers.append((limit_name, limit_text))
+            headers.append(limit_header)
             headers.append((remaining_name, remaining_text))
-            if best < 0 or (remaining, -window) < (best_remaining, -best_window):
+            if (
+                best < 0
+                or remaining < best_remaining
+                or (remaining == best_remaining and window > best_window)
+            ):
                 best, best_remaining, best_window, best_text = index, remaining, window, remaining_text
         # The schema requires at least one limit, so there is a best.
-        period, _, _, _, _, limit_text = self.header_plan[best]
-        reset = str(seconds_left(period, starts[best], now))
-        headers.append(("RateLimit-Limit", limit_text))
+        reset = str(seconds_left(self.limits[best][0], starts[best], now))
+        headers.append(plan[best][4])
         headers.append(("RateLimit-Remaining", best_text))
         headers.append(("RateLimit-Reset", reset))
         if refusal is not None:

@@ -27,11 +27,15 @@ def take(
     nothing is counted (a refused request does not count)."""
     global _writes
     counts = _counts
-    get = counts.get
-    used = [get(key, 0) for key in keys]
-    for index, limit in enumerate(limits):
-        if limit - used[index] <= 0:
-            return used, index
+    used = []
+    stop = None
+    for index, key in enumerate(keys):  # plain loops: a comprehension costs more for a few keys
+        count = counts.get(key, 0)
+        used.append(count)
+        if stop is None and limits[index] - count <= 0:
+            stop = index
+    if stop is not None:
+        return used, stop
     for index, key in enumerate(keys):
         count = used[index]
         if not count:
