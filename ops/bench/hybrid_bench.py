@@ -61,7 +61,7 @@ from hybrid_stack import Process, Stack, cpu_seconds, log_events
 
 from zonegate.bus.subjects import Names
 from zonegate.bus.v1 import bus_pb2
-from zonegate.core import consistency, declarative
+from zonegate.core import config_delta, consistency, declarative
 from zonegate.core.canonical import EncodingCache, config_hash, encode_config
 from zonegate.core.config import Config
 from zonegate.data_plane.heap import without_gc
@@ -716,7 +716,7 @@ def _print_sizes(rows: list[list[Any]], args: argparse.Namespace) -> None:
 def codec_rows(routes: Sequence[int]) -> list[list[Any]]:
     """Each step a change costs, once, in this process: what CP and DP repeat for every change."""
     steps: list[tuple[str, str]] = [
-        ("CP", "consistency.problems (references)"),
+        ("CP", "consistency.delta_problems (what 1 changed service touches)"),
         ("CP", "encode_config, every entity (canonical bytes + sub-hashes)"),
         ("CP", "encode_config, entity cache, 1 service changed (what it pays)"),
         ("CP", "zstd compress (level 3)"),
@@ -726,16 +726,19 @@ def codec_rows(routes: Sequence[int]) -> list[list[Any]]:
         ("DP", "consistency.problems (references)"),
         ("DP", "LMDB cache write (the payload as received)"),
         ("DP", "build_runtime, routes changed (router, plans; GC paused)"),
+        ("DP delta", "config_delta.apply + delta_problems (1 service changed)"),
+        ("DP delta", "LMDB append of the delta"),
+        ("DP delta", "build_runtime, unchanged entities shared (GC paused)"),
     ]
     results = {count: _codec_times(count) for count in routes}
     rows: list[list[Any]] = []
-    for side in ("CP", "DP"):
+    for side in ("CP", "DP", "DP delta"):
         mine = [index for index, (owner, _) in enumerate(steps) if owner == side]
         rows += [[side, steps[index][1], *(results[count][index] for count in routes)] for index in mine]
         total = [sum(results[count][index] for index in mine) for count in routes]
         if side == "CP":  # it pays one of the two encodings
             total = [value - results[count][1] for value, count in zip(total, routes, strict=True)]
-        rows.append([side, "sum (no I/O; CP: revisions read, not counted)", *total])
+        rows.append([side, "sum (no I/O: the CP's revisions read, the DP's bus reads not counted)", *total])
     return rows
 
 
@@ -751,13 +754,16 @@ def _codec_times(count: int) -> list[float]:
     # As the publisher's tracker hands them over: every entity the same object but the changed one.
     entity_cache = EncodingCache()
     encode_config(config, entity_cache)
-    one_changed = Config.build(
+    # As the tracker hands it over: the services kind a new tuple with one new entity, every
+    # other kind (and entity) the very same objects.
+    first = config.of("services")[0]
+    new_service = {**first, "retries": first["retries"] + 1}
+    one_changed = Config(
         {
-            kind: [
-                e if e["id"] != changed.of("services")[0]["id"] else changed.of("services")[0]
-                for e in config.of(kind)
-            ]
-            for kind in config.entities
+            **config.entities,
+            "services": tuple(
+                new_service if e["id"] == new_service["id"] else e for e in config.of("services")
+            ),
         }
     )
 
@@ -767,10 +773,15 @@ def _codec_times(count: int) -> list[float]:
         encode_config(one_changed, entity_cache)
         return time.perf_counter() - started
 
+    # A data plane applying a delta: the config it serves keeps every unchanged object.
+    one_delta = config_delta.diff(config, one_changed)
+    delta_payload = zstandard.ZstdCompressor(level=3).compress(msgspec.json.encode(one_delta.document()))
+    previous_shared = build_runtime(config)
+    one_hash = config_hash(one_changed)
     cache_dir = Path(tempfile.mkdtemp(prefix="zonegate-bench-lmdb-"))
     cache = ConfigCache(cache_dir / "cache")
     work: list[Callable[[], object]] = [
-        lambda: consistency.problems(config),
+        lambda: consistency.delta_problems(one_changed, config_delta.diff(config, one_changed)),
         lambda: encode_config(config),
         cached_encode,
         lambda: zstandard.ZstdCompressor(level=3).compress(raw),
@@ -780,6 +791,9 @@ def _codec_times(count: int) -> list[float]:
         lambda: consistency.problems(config),
         lambda: cache.write_compressed(payload, "0" * 32, 1),
         lambda: without_gc(build_runtime, changed, previous, known_hash=changed_hash),
+        lambda: consistency.delta_problems(config_delta.apply(config, one_delta), one_delta),
+        lambda: cache.append_delta(delta_payload, "0" * 32, 2),
+        lambda: without_gc(build_runtime, one_changed, previous_shared, known_hash=one_hash),
     ]
     try:
         return [_best(fn, 3 if count <= 10_000 else 1) for fn in work]
@@ -834,7 +848,10 @@ def main() -> None:
         "Where a change's time goes: each step once, in this process, no Zonegate process running (ms)",
         ["side", "step", *(f"{n} routes" for n in sizes)],
         codec_rows(sizes),
-        ["Both sides redo all of this for the whole config on every change, whatever changed."],
+        [
+            "DP: a full snapshot (a new data plane, or one whose config is not the delta's base); "
+            "DP delta: what a data plane serving the base pays."
+        ],
     )
     print(f"\ntotal {time.monotonic() - started:.0f} s, load average now {os.getloadavg()[0]:.2f}")
 

@@ -320,4 +320,15 @@ def test_encoding_with_the_cache_equals_encoding_without(models_: list[Model], r
                 }
             )
         assert canonical.encode_config(config, cache) == canonical.encode_config(config)
+        if previous is not None:
+            # Whole kinds kept as the very same tuples (as the tracker keeps unchanged kinds).
+            sources = {
+                kind: previous if kind not in config.entities or rng.random() < 0.5 else config
+                for kind in {*config.entities, *previous.entities}
+            }
+            mixed = Config(
+                {kind: source.entities[kind] for kind, source in sources.items() if kind in source.entities}
+            )
+            assert canonical.encode_config(mixed, cache) == canonical.encode_config(mixed)
+            assert canonical.encode_config(config, cache) == canonical.encode_config(config)
         previous = config

@@ -58,37 +58,72 @@ def _kind_bytes(config: Config) -> dict[str, bytes]:
 
 
 class EncodingCache:
-    """Each entity's bytes from the last encoding, reused while the entity is the same object.
+    """The bytes of the last encoding, reused for what is the very same object this time.
 
     A control plane moves its config forward by replacing only the entities that changed
-    (entities are read-only dicts), so from one version to the next almost every entity is
-    the very same object: its bytes are looked up instead of written again.
+    (entities are read-only dicts) and only the kinds they belong to (a new tuple), so from one
+    version to the next almost everything is the same object: a kind whose tuple is unchanged
+    keeps its bytes and its group's digest, and in a changed kind only the new entities are
+    encoded.
     """
 
-    __slots__ = ("_entities",)
+    __slots__ = ("_digests", "_kinds")
 
     def __init__(self) -> None:
-        self._entities: dict[tuple[str, str], tuple[Entity, bytes]] = {}
+        # kind -> (entity tuple, its bytes, id -> (entity, its bytes))
+        self._kinds: dict[str, tuple[tuple[Entity, ...], bytes, dict[str, tuple[Entity, bytes]]]] = {}
+        # group -> (the pieces it was made from, its digest)
+        self._digests: dict[str, tuple[tuple[bytes, ...], str]] = {}
 
     def kind_bytes(self, config: Config) -> dict[str, bytes]:
-        previous = self._entities
-        current: dict[tuple[str, str], tuple[Entity, bytes]] = {}
+        previous = self._kinds
+        current: dict[str, tuple[tuple[Entity, ...], bytes, dict[str, tuple[Entity, bytes]]]] = {}
         parts: dict[str, bytes] = {}
         for kind in KINDS:
             entities = config.of(kind)
             if not entities:
                 continue
+            known = previous.get(kind)
+            if known is not None and known[0] is entities:
+                current[kind] = known
+                parts[kind] = known[1]
+                continue
+            before = known[2] if known is not None else {}
+            by_id: dict[str, tuple[Entity, bytes]] = {}
             pieces: list[bytes] = []
             for entity in entities:
-                key = (kind, entity["id"])
-                known = previous.get(key)
-                data = known[1] if known is not None and known[0] is entity else _encode(entity)
-                current[key] = (entity, data)
+                hit = before.get(entity["id"])
+                data = hit[1] if hit is not None and hit[0] is entity else _encode(entity)
+                by_id[entity["id"]] = (entity, data)
                 pieces.append(data)
             # What the encoder writes for the list: its items' bytes, comma-separated.
             parts[kind] = b"[" + b",".join(pieces) + b"]"
-        self._entities = current
+            current[kind] = (entities, parts[kind], by_id)
+        self._kinds = current
         return parts
+
+    def hash_of(self, config: Config, kinds: dict[str, bytes]) -> ConfigHash:
+        """``_hash_of``, with the digest of a group made of the same bytes objects reused."""
+        if config.is_empty():
+            return _hash_of(config, kinds)
+        hashes: dict[str, str] = {}
+        digests: dict[str, tuple[tuple[bytes, ...], str]] = {}
+        for group in HASH_GROUPS:
+            pieces = _group_pieces(kinds, group)
+            known = self._digests.get(group)
+            if (
+                known is not None
+                and len(known[0]) == len(pieces)
+                and all(a is b for a, b in zip(known[0], pieces, strict=True))
+            ):
+                digest = known[1]
+            else:
+                digest = _digest(_group_data(group, pieces, kinds))
+            hashes[group] = digest
+            digests[group] = (pieces, digest)
+        self._digests = digests
+        combined = "".join(hashes[group] for group in HASH_GROUPS)
+        return ConfigHash(_digest(combined.encode()), hashes)
 
 
 def _object(parts: dict[str, bytes]) -> bytes:
@@ -100,10 +135,25 @@ def canonical_bytes(config: Config) -> bytes:
     return _object(_kind_bytes(config))
 
 
+def _rest_kinds(kinds: dict[str, bytes]) -> list[str]:
+    return sorted(kind for kind in kinds if kind not in HASH_GROUPS)
+
+
+def _group_pieces(kinds: dict[str, bytes], group: str) -> tuple[bytes, ...]:
+    """The kind bytes a group is made of (one kind, or every kind of "rest")."""
+    if group != "rest":
+        return (kinds.get(group, b"[]"),)
+    return tuple(kinds[kind] for kind in _rest_kinds(kinds))
+
+
+def _group_data(group: str, pieces: tuple[bytes, ...], kinds: dict[str, bytes]) -> bytes:
+    if group != "rest":
+        return pieces[0]
+    return _object({kind: kinds[kind] for kind in _rest_kinds(kinds)})
+
+
 def _group_bytes(kinds: dict[str, bytes]) -> dict[str, bytes]:
-    groups = {group: kinds.get(group, b"[]") for group in HASH_GROUPS if group != "rest"}
-    groups["rest"] = _object({kind: data for kind, data in kinds.items() if kind not in HASH_GROUPS})
-    return groups
+    return {group: _group_data(group, _group_pieces(kinds, group), kinds) for group in HASH_GROUPS}
 
 
 def _digest(data: bytes) -> str:
@@ -125,5 +175,8 @@ def config_hash(config: Config) -> ConfigHash:
 def encode_config(config: Config, cache: EncodingCache | None = None) -> tuple[bytes, ConfigHash]:
     """``canonical_bytes`` and ``config_hash`` of ``config``, each kind encoded only once (and
     with ``cache``, each entity only when it is not the object encoded last time)."""
-    kinds = cache.kind_bytes(config) if cache is not None else _kind_bytes(config)
-    return _object(kinds), _hash_of(config, kinds)
+    if cache is None:
+        kinds = _kind_bytes(config)
+        return _object(kinds), _hash_of(config, kinds)
+    kinds = cache.kind_bytes(config)
+    return _object(kinds), cache.hash_of(config, kinds)
