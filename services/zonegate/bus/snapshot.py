@@ -68,6 +68,70 @@ def object_name(cluster: str, group: str, version: int, digest: bytes) -> str:
     return f"{cluster}.{group}.{version}.{digest.hex()[:16]}"
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A checked config, its canonical bytes and the header fields that do not depend on the
+    compressed payload: enough to sign a delta before the full snapshot is compressed."""
+
+    header: bus_pb2.SnapshotHeader
+    raw: bytes
+
+
+def prepare(
+    config: Config,
+    *,
+    version: int,
+    cluster: str,
+    group: str,
+    signer_node: str,
+    plugin_versions: Mapping[str, str],
+    cache: EncodingCache | None = None,
+    changed_from: ConfigDelta | None = None,
+) -> Prepared:
+    """Check and encode a config; raises SnapshotRejected when it fails its own check.
+
+    ``cache``: the encodings of the last snapshot built with it (one publisher's, used by one
+    thread at a time), so unchanged entities are not encoded again. ``changed_from``: what
+    changed since a snapshot that passed this check, so only what it touches is checked again."""
+    if changed_from is not None:
+        problems = consistency.delta_problems(config, changed_from)
+    else:
+        problems = consistency.problems(config)
+    if problems:
+        raise SnapshotRejected("config fails its consistency check: " + "; ".join(problems))
+    raw, hashes = encode_config(config, cache)
+    header = bus_pb2.SnapshotHeader(
+        version=version,
+        config_hash=hashes.config_hash,
+        group_hashes=hashes.hashes,
+        zonegate_version=__version__,
+        plugins=plugins_used(config, plugin_versions),
+        created_at_ms=int(time.time() * 1000),
+        cluster=cluster,
+        group=group,
+        compression=COMPRESSION,
+        signer=signer_node,
+    )
+    return Prepared(header, raw)
+
+
+def seal(prepared: Prepared, *, signer: Signer, inline_limit: int, bucket: str) -> EncodedSnapshot:
+    """Compress the prepared config, complete its header and sign it."""
+    payload = zstandard.ZstdCompressor(level=_LEVEL).compress(prepared.raw)
+    digest = hashlib.sha256(payload).digest()
+    header = bus_pb2.SnapshotHeader()
+    header.CopyFrom(prepared.header)
+    header.payload_sha256 = digest
+    header.payload_size = len(payload)
+    header.raw_size = len(prepared.raw)
+    inline = len(payload) <= inline_limit
+    if not inline:
+        header.object.bucket = bucket
+        header.object.name = object_name(header.cluster, header.group, header.version, digest)
+    message = _signed(header, signer, payload if inline else b"")
+    return EncodedSnapshot(header, message, payload)
+
+
 def encode(
     config: Config,
     *,
@@ -82,41 +146,18 @@ def encode(
     cache: EncodingCache | None = None,
     changed_from: ConfigDelta | None = None,
 ) -> EncodedSnapshot:
-    """Build and sign a snapshot; raises SnapshotRejected when the config fails its own check.
-
-    ``cache``: the encodings of the last snapshot built with it (one publisher's, used by one
-    thread at a time), so unchanged entities are not encoded again. ``changed_from``: what
-    changed since a snapshot that passed this check, so only what it touches is checked again."""
-    if changed_from is not None:
-        problems = consistency.delta_problems(config, changed_from)
-    else:
-        problems = consistency.problems(config)
-    if problems:
-        raise SnapshotRejected("config fails its consistency check: " + "; ".join(problems))
-    raw, hashes = encode_config(config, cache)
-    payload = zstandard.ZstdCompressor(level=_LEVEL).compress(raw)
-    digest = hashlib.sha256(payload).digest()
-    header = bus_pb2.SnapshotHeader(
+    """``prepare`` then ``seal``: a signed snapshot in one call."""
+    prepared = prepare(
+        config,
         version=version,
-        config_hash=hashes.config_hash,
-        group_hashes=hashes.hashes,
-        zonegate_version=__version__,
-        plugins=plugins_used(config, plugin_versions),
-        created_at_ms=int(time.time() * 1000),
         cluster=cluster,
         group=group,
-        payload_sha256=digest,
-        payload_size=len(payload),
-        raw_size=len(raw),
-        compression=COMPRESSION,
-        signer=signer_node,
+        signer_node=signer_node,
+        plugin_versions=plugin_versions,
+        cache=cache,
+        changed_from=changed_from,
     )
-    inline = len(payload) <= inline_limit
-    if not inline:
-        header.object.bucket = bucket
-        header.object.name = object_name(cluster, group, version, digest)
-    message = _signed(header, signer, payload if inline else b"")
-    return EncodedSnapshot(header, message, payload)
+    return seal(prepared, signer=signer, inline_limit=inline_limit, bucket=bucket)
 
 
 def _signed(header: bus_pb2.SnapshotHeader, signer: Signer, payload: bytes) -> bytes:
@@ -132,7 +173,7 @@ def _signed(header: bus_pb2.SnapshotHeader, signer: Signer, payload: bytes) -> b
 
 
 def encode_delta(
-    full: bus_pb2.SnapshotHeader,
+    target: bus_pb2.SnapshotHeader,
     delta: ConfigDelta,
     *,
     base_version: int,
@@ -140,14 +181,15 @@ def encode_delta(
     signer: Signer,
     max_raw_size: int,
 ) -> bytes | None:
-    """A signed delta from the base to the snapshot ``full`` describes; None when it is larger
-    than ``max_raw_size`` (the data planes read the full snapshot then, as without deltas)."""
+    """A signed delta from the base to the snapshot ``target`` (its header, prepared or sealed)
+    describes; None when it is larger than ``max_raw_size`` (the data planes read the full
+    snapshot then, as without deltas)."""
     raw = msgspec.json.encode(delta.document())
     if len(raw) > max_raw_size:
         return None
     payload = zstandard.ZstdCompressor(level=_LEVEL).compress(raw)
     header = bus_pb2.SnapshotHeader()
-    header.CopyFrom(full)
+    header.CopyFrom(target)
     header.ClearField("object")
     header.payload_sha256 = hashlib.sha256(payload).digest()
     header.payload_size = len(payload)

@@ -284,9 +284,8 @@ class Publisher:
             except TimeoutError:  # the timer moves the backoff on; a burst of publishes does not
                 attempt += 1 if self._regions_pending else 0
 
-    async def _announce(self, delta: bytes = b"") -> None:
-        """Tell data planes a snapshot is in the stream (they read it there; see ``Names``), with
-        the signed change from the previous one when there is a small one."""
+    async def _announce(self) -> None:
+        """Tell data planes a snapshot is in the stream (they read it there; see ``Names``)."""
         last = self.last
         if last is None:
             return
@@ -295,7 +294,16 @@ class Publisher:
             config_hash=last.config_hash,
             stream_sequence=last.sequence,
             group=self.options.group,
-            delta=delta,
+        )
+        await self._bus.client.publish(
+            self.options.names.notify_subject(self.options.group), announcement.SerializeToString()
+        )
+
+    async def _announce_delta(self, version: int, config_hash: str, delta: bytes) -> None:
+        """The signed change from the last snapshot, ahead of the full one: no stream sequence
+        yet (0), so a data plane that cannot apply it waits for the announcement that follows."""
+        announcement = bus_pb2.Announcement(
+            version=version, config_hash=config_hash, group=self.options.group, delta=delta
         )
         await self._bus.client.publish(
             self.options.names.notify_subject(self.options.group), announcement.SerializeToString()
@@ -359,23 +367,32 @@ class Publisher:
         # the delta data planes get, and all the consistency check needs to look at.
         change = config_delta.diff(base.config, current.config) if base is not None else None
         names = self.options.names
-        encoded = await asyncio.to_thread(
-            snapshot.encode,
+        prepared = await asyncio.to_thread(
+            snapshot.prepare,
             current.config,
             version=current.version,
             cluster=names.cluster,
             group=self.options.group,
-            signer=self._signer,
             signer_node=self.options.node_id,
             plugin_versions=self.options.plugin_versions or {},
-            inline_limit=self._inline_limit(),
-            bucket=names.snapshot_bucket,
             cache=self._encodings,
             changed_from=change,
         )
         delta = b""
-        if base is not None and change is not None:
-            delta = self._delta(base, change, encoded.header)
+        if base is not None and change is not None and not resign:
+            delta = self._delta(base, change, prepared.header)
+        if delta:
+            # Data planes serving the base need nothing else: tell them now, before the full
+            # snapshot is compressed and stored (the announcement after that is for the others).
+            await self._bus.wait_connected()
+            await self._announce_delta(current.version, prepared.header.config_hash, delta)
+        encoded = await asyncio.to_thread(
+            snapshot.seal,
+            prepared,
+            signer=self._signer,
+            inline_limit=self._inline_limit(),
+            bucket=names.snapshot_bucket,
+        )
         built = time.monotonic()
         msg_id = f"{self.options.group}:{current.version}:{encoded.header.config_hash}"
         if resign:
@@ -415,7 +432,7 @@ class Publisher:
         self.published_count += 1
         self._resign = False
         self._base = _Base(current.version, encoded.header.config_hash, current.config)
-        await self._announce(delta)
+        await self._announce()
         await self._ensure_regions()
         log.info(
             "publisher.published",

@@ -178,8 +178,11 @@ class ConfigAgent:
 
     async def _delta_or_resync(self, announcement: bus_pb2.Announcement) -> None:
         """Apply the announced delta when it starts from what this node serves; else, or when it
-        fails, read the full snapshot from the stream as without deltas."""
-        if not await self.offer_delta(announcement.delta, int(announcement.stream_sequence)):
+        fails, read the full snapshot from the stream as without deltas. A delta announced ahead
+        of its full snapshot (no stream sequence yet) is followed by the full one's announcement:
+        that one brings the re-read."""
+        sequence = int(announcement.stream_sequence)
+        if not await self.offer_delta(announcement.delta, sequence) and sequence:
             await self.resync(int(announcement.version))
 
     async def _watchdog(self) -> None:
