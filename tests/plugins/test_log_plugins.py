@@ -168,6 +168,14 @@ def test_http_log_batches_and_retries_without_slowing_requests(
     assert receiver.failures == failures  # dropped: no more attempts
     assert request(node, "GET", "/logged/after")[0] == 200  # the proxy is unaffected
 
+    # Stopping sends what is queued (one entry, far from its batch of 3 and its 5 s delay), and
+    # closes the client cleanly.
+    sent = len(receiver.bodies)
+    node.stop()
+    assert len(receiver.bodies) == sent + 1
+    assert receiver.bodies[-1][2][0]["request"]["uri"] == "/logged/after"
+    assert "Unclosed client session" not in node.read_log()
+
 
 def test_file_log_appends_one_json_line_per_request(
     zonegate_node_factory: Any, echo_upstream: EchoUpstream, tmp_path: Path

@@ -137,3 +137,11 @@ class BatchQueue:
         if self.entries:
             log.error("log_queue.batch_dropped", queue=self.name, entries=len(self.entries), attempts=1)
             self.entries.clear()
+
+
+async def flush_all(queues: dict[Any, BatchQueue], seconds: float) -> None:
+    """A stopping process: every queue sends what it holds, for at most ``seconds``; then none
+    is left in ``queues``."""
+    pending = list(queues.values())
+    queues.clear()
+    await asyncio.gather(*(queue.flush(seconds) for queue in pending))

@@ -4,7 +4,8 @@ One ``BatchQueue`` per plugin instance and config in each proxy process (kept ac
 reloads while the instance's config is unchanged, as Kong keys its queues), one aiohttp
 ``ClientSession`` per process. A batch of one goes as a JSON object, larger ones as a JSON array
 (Kong's body). A status of 300 or more is a failure and is retried by the queue. The request
-never waits for any of it.
+never waits for any of it. When the proxy process stops, what the queues hold is sent (for at most
+``FLUSH_SECONDS``) and the client is closed.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import structlog
 
 from zonegate import __version__
 from zonegate.plugins.api import Plugin, PluginContext, SharedIndexes
-from zonegate.plugins.http_log.batch_queue import BatchQueue
+from zonegate.plugins.http_log.batch_queue import BatchQueue, flush_all
 
 log = structlog.get_logger(__name__)
 
 USER_AGENT: Final = f"zonegate-http-log/{__version__}"
+FLUSH_SECONDS: Final = 2.0  # what a stopping process gives its queues
 
 _session: aiohttp.ClientSession | None = None
 _queues: dict[tuple[str, str], BatchQueue] = {}
@@ -52,6 +54,14 @@ class HttpLog(Plugin):
     NAME = "http-log"
     PRIORITY = 12
     VERSION = __version__
+
+    @classmethod
+    async def close_worker(cls) -> None:
+        global _session
+        await flush_all(_queues, FLUSH_SECONDS)
+        session, _session = _session, None
+        if session is not None:
+            await session.close()
 
     def configure(self, shared: SharedIndexes) -> None:
         config = self.config

@@ -16,7 +16,6 @@ span, on a new trace sampled by ``sampling_rate``, as Kong's request instrumenta
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ import structlog
 from zonegate import __version__
 from zonegate.node_identity import load_node_id
 from zonegate.plugins.api import AccessResult, Plugin, PluginContext, SharedIndexes
-from zonegate.plugins.http_log.batch_queue import BatchQueue
+from zonegate.plugins.http_log.batch_queue import BatchQueue, flush_all
 from zonegate.plugins.opentelemetry import otlp
 from zonegate.plugins.opentelemetry.propagation import (
     WRITTEN_HEADERS,
@@ -122,9 +121,7 @@ class OpenTelemetry(Plugin):
         """The process stops: send what the queues hold (for at most ``FLUSH_SECONDS``), then
         close the client."""
         global _session
-        queues = list(_queues.values())
-        _queues.clear()
-        await asyncio.gather(*(queue.flush(FLUSH_SECONDS) for queue in queues))
+        await flush_all(_queues, FLUSH_SECONDS)
         session, _session = _session, None
         if session is not None:
             await session.close()
