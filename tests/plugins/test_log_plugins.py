@@ -6,6 +6,7 @@ import http.server
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,38 @@ def test_file_log_appends_one_json_line_per_request(
     assert request(node, "GET", "/reopened/2", headers={"Authorization": "x"})[0] == 200
     wait_for(lambda: reopened.exists() and reopened.read_text().count("\n") == 1)
     assert json.loads(reopened.read_text())["request"]["uri"] == "/reopened/2"
+
+
+def test_prometheus_counts_the_sizes_http_log_reports(
+    zonegate_node_factory: Any, echo_upstream: EchoUpstream, receiver: Receiver
+) -> None:
+    # prometheus reads the exchange's numbers alone (``measures``); http-log gets Kong's whole
+    # entry (``serialize``): the same request must give the same sizes and status in both.
+    node = zonegate_node_factory(
+        {
+            "_format_version": "3.0",
+            "services": [
+                {**service("svc", echo_upstream), "routes": [{"name": "measured", "paths": ["/measured"]}]}
+            ],
+            "plugins": [
+                {"name": "prometheus", "config": {"bandwidth_metrics": True, "status_code_metrics": True}},
+                {"name": "http-log", "config": {"http_endpoint": f"{receiver.url}/ok"}},
+            ],
+        }
+    )
+    status, _, _ = request(node, "GET", "/measured/x?q=1", headers={"X-Extra": "é-not-ascii"})
+    assert status == 200
+    wait_for(lambda: receiver.bodies, timeout=5)
+    entry = receiver.bodies[0][2]
+    with urllib.request.urlopen(f"{node.status_url}/metrics", timeout=5) as answer:
+        metrics = answer.read().decode()
+
+    def sample(prefix: str) -> float:
+        lines = [line for line in metrics.splitlines() if line.startswith(prefix)]
+        assert len(lines) == 1, (prefix, lines)
+        return float(lines[0].rsplit(" ", 1)[1])
+
+    labels = 'service="svc",route="measured"'
+    assert sample(f'kong_bandwidth_bytes{{{labels},direction="ingress"') == entry["request"]["size"]
+    assert sample(f'kong_bandwidth_bytes{{{labels},direction="egress"') == entry["response"]["size"]
+    assert sample(f'kong_http_requests_total{{{labels},code="200",source="service"') == 1

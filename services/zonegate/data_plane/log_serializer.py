@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
-from zonegate.plugins.api import PluginContext
+from zonegate.plugins.api import ExchangeMeasures, PluginContext
 
 if TYPE_CHECKING:
     from zonegate.data_plane.exchange import Exchange
@@ -62,24 +62,49 @@ def response_source(exchange: Exchange) -> str:
     return "service" if exchange.upstream_status else "kong"
 
 
+def _latencies(exchange: Exchange, now: float) -> tuple[int, int, int]:
+    """(request, proxy, kong) in ms, Kong's way: proxy is -1 when no upstream answered."""
+    total = max(int((now - exchange.started) * 1000), 0)
+    if exchange.upstream_sent_at and exchange.upstream_first_byte:
+        proxy = max(int((exchange.upstream_first_byte - exchange.upstream_sent_at) * 1000), 0)
+        return total, proxy, max(total - proxy, 0)
+    return total, -1, total
+
+
+def _sizes(exchange: Exchange, ctx: PluginContext) -> tuple[int, int]:
+    """(request, response) sizes: head and body bytes as they crossed the client connection."""
+    request_line = len(exchange.method) + len(exchange.url) + 11
+    request_size = _head_size(request_line, exchange.headers) + exchange.body_bytes_in
+    response_size = 17 + ctx.response_head_bytes() + 2 + exchange.body_bytes_out
+    return request_size, response_size
+
+
+def measures(exchange: Exchange, ctx: PluginContext) -> ExchangeMeasures:
+    """``serialize``'s numbers alone (a metrics plugin needs nothing else)."""
+    request_ms, proxy_ms, kong_ms = _latencies(exchange, time.monotonic())
+    request_size, response_size = _sizes(exchange, ctx)
+    return ExchangeMeasures(
+        status=exchange.status or ctx.response_status,
+        source=response_source(exchange),
+        request_size=request_size,
+        response_size=response_size,
+        request_ms=request_ms,
+        proxy_ms=proxy_ms,
+        kong_ms=kong_ms,
+    )
+
+
 def serialize(exchange: Exchange, ctx: PluginContext) -> dict[str, Any]:
     now = time.monotonic()
     started = exchange.started
-    total = max(int((now - started) * 1000), 0)
-    if exchange.upstream_sent_at and exchange.upstream_first_byte:
-        proxy = max(int((exchange.upstream_first_byte - exchange.upstream_sent_at) * 1000), 0)
-        kong = max(total - proxy, 0)
-    else:
-        proxy, kong = -1, total
+    total, proxy, kong = _latencies(exchange, now)
     client = exchange.client
     host = exchange.host or ""
     path = exchange.url.decode("latin-1")
     method = exchange.method.decode("latin-1")
     url = f"{client.scheme}://{host}{path}"
     response_pairs = ctx.response_header_items()
-    response_raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response_pairs]
-    request_size = _head_size(len(method) + len(path) + 11, exchange.headers) + exchange.body_bytes_in
-    response_size = _head_size(17, response_raw) + exchange.body_bytes_out
+    request_size, response_size = _sizes(exchange, ctx)
     match = exchange.match
     upstream_uri = match.upstream_path if match is not None else ""
     if upstream_uri and exchange.query:

@@ -31,7 +31,7 @@ import structlog
 
 from zonegate.data_plane import log_serializer, responses
 from zonegate.data_plane.real_ip import real_client_ip
-from zonegate.plugins.api import ExchangeSummary, Exit, Plugin, PluginContext
+from zonegate.plugins.api import ExchangeMeasures, ExchangeSummary, Exit, Plugin, PluginContext
 from zonegate.plugins.chains import Chain
 
 if TYPE_CHECKING:
@@ -168,6 +168,11 @@ class PluginRequest:
         ctx = self.exchange.plugin_ctx
         assert ctx is not None
         return log_serializer.serialize(self.exchange, ctx)
+
+    def measures(self) -> ExchangeMeasures:
+        ctx = self.exchange.plugin_ctx
+        assert ctx is not None
+        return log_serializer.measures(self.exchange, ctx)
 
     def summary(self) -> ExchangeSummary:
         exchange = self.exchange

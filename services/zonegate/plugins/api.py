@@ -115,6 +115,21 @@ class ExchangeSummary:
     tries: int  # connection attempts to upstreams (0: the request never left)
 
 
+@dataclass(frozen=True, slots=True)
+class ExchangeMeasures:
+    """The numbers of a finished exchange as ``serialize()`` reports them (Kong's sizes, latencies
+    in ms with -1 for "no upstream", the response's source), without building the whole entry:
+    for metrics plugins, which need nothing else."""
+
+    status: int
+    source: str  # "service" when an upstream answered, else "kong"
+    request_size: int
+    response_size: int
+    request_ms: int
+    proxy_ms: int
+    kong_ms: int
+
+
 class RequestView(Protocol):
     """What the proxy exposes of a request to plugins (implemented by the exchange's adapter)."""
 
@@ -190,6 +205,10 @@ class RequestView(Protocol):
 
     def serialize(self) -> dict[str, Any]:
         """Kong's ``kong.log.serialize()`` of the finished exchange (for log phases)."""
+        ...
+
+    def measures(self) -> ExchangeMeasures:
+        """``serialize()``'s sizes, latencies, status and source, computed alone."""
         ...
 
     def summary(self) -> ExchangeSummary:
@@ -435,6 +454,13 @@ class PluginContext:
         """The first value of a response header (case-insensitive), as Kong's ``get_header``."""
         values = self.response_header_values(name)
         return values[0] if values else None
+
+    def response_head_bytes(self) -> int:
+        """What the response's header lines weigh (``name: value\r\n`` each), as sent."""
+        headers = self._response_list
+        if headers is None:
+            return sum(len(_encode(k)) + len(_encode(v)) + 4 for k, v in self.response_headers)
+        return sum(len(k) + len(v) + 4 for k, v in headers)
 
     def response_header_items(self) -> list[tuple[str, str]]:
         """Every response header, in order (names as they will be sent)."""

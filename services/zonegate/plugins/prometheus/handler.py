@@ -29,21 +29,23 @@ class Prometheus(Plugin):
     def log(self, ctx: PluginContext) -> None:
         if not (self.status_codes or self.latencies or self.bandwidth):
             return
-        entry = ctx.serialize()
-        service = entry.get("service")
+        service = ctx.service
         if service is None:
             return
+        # The numbers alone (``measures``), not the whole Kong log entry: the same values as
+        # ``serialize()`` gives, at a fraction of the cost, on every request.
+        numbers = ctx.request.measures()
         service_name = str(service.get("name") or service.get("host") or "")
-        route = entry["route"]
+        route = ctx.route
         route_name = str(route.get("name") or route.get("id") or "")
         consumer = ""
-        if self.per_consumer and entry.get("consumer") is not None:
-            consumer = str(entry["consumer"].get("username") or "")
+        if self.per_consumer and ctx.consumer is not None:
+            consumer = str(ctx.consumer.get("username") or "")
         if self.status_codes:
-            labels = (service_name, route_name, str(entry["response"]["status"]), entry["source"])
+            labels = (service_name, route_name, str(numbers.status), numbers.source)
             REGISTRY.inc("kong_http_requests_total", (*labels, WORKSPACE, consumer))
         if self.bandwidth:
-            ingress, egress = entry["request"]["size"], entry["response"]["size"]
+            ingress, egress = numbers.request_size, numbers.response_size
             if ingress > 0:
                 REGISTRY.inc(
                     "kong_bandwidth_bytes",
@@ -55,11 +57,10 @@ class Prometheus(Plugin):
                     "kong_bandwidth_bytes", (service_name, route_name, "egress", WORKSPACE, consumer), egress
                 )
         if self.latencies:
-            latencies = entry["latencies"]
             where = (service_name, route_name, WORKSPACE)
-            if latencies["request"] >= 0:
-                REGISTRY.observe("kong_request_latency_ms", where, latencies["request"])
-            if latencies["proxy"] >= 0:
-                REGISTRY.observe("kong_upstream_latency_ms", where, latencies["proxy"])
-            if latencies["kong"] >= 0:
-                REGISTRY.observe("kong_kong_latency_ms", where, latencies["kong"])
+            if numbers.request_ms >= 0:
+                REGISTRY.observe("kong_request_latency_ms", where, numbers.request_ms)
+            if numbers.proxy_ms >= 0:
+                REGISTRY.observe("kong_upstream_latency_ms", where, numbers.proxy_ms)
+            if numbers.kong_ms >= 0:
+                REGISTRY.observe("kong_kong_latency_ms", where, numbers.kong_ms)
