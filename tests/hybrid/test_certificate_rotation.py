@@ -157,7 +157,10 @@ def test_a_control_plane_on_a_new_key_reaches_bundled_data_planes(
     def listed() -> dict[str, Any] | None:
         rows = new_cp.api("GET", "/clustering/data-planes")[1]["data"]
         by_status = {row["sync_status"]: row for row in rows}
-        return by_status if set(by_status) == {"normal", "config_rejected"} else None
+        if set(by_status) != {"normal", "config_rejected"}:
+            return None
+        # The nack sets the status; the reason comes with the next heartbeat (1 s here).
+        return by_status if by_status["config_rejected"]["last_error"] else None
 
     rows = wait_for(listed, 15, "the control plane to list one data plane normal, one refusing")
     assert rows["config_rejected"]["last_error"] == "signature check failed: bad signature"
