@@ -90,6 +90,22 @@ async def test_an_ack_refusal_shows_on_the_row(store: Store) -> None:
     body = row.kong_body(DELAY, row.last_seen)
     assert body["config_rejected"] == {"version": 4, "reason": "signature check failed: bad signature"}
     assert body["ttl"] == DELAY
+    # The reason is the row's last error at once, not only after the next heartbeat...
+    assert body["last_error"] == "signature check failed: bad signature"
+    # ...and an applied ack clears both, as the data plane does (also when folded with a heartbeat
+    # waiting for the same flush).
+    ack = bus_pb2.Ack(
+        node_id=node, version=5, applied=True, sync_status="normal", serving_version=5, serving_hash="b" * 32
+    )
+    await c._on_ack(Message(NAMES.ack_subject(node), ack.SerializeToString()))
+    await c.flush()
+    body = (await rows(store))[node].kong_body(DELAY, row.last_seen)
+    assert (body["last_error"], body["config_rejected"], body["sync_status"]) == (None, None, "normal")
+    await c._on_heartbeat(heartbeat(node, version=5))
+    await c._on_ack(Message(NAMES.ack_subject(node), nack.SerializeToString()))
+    await c.flush()
+    body = (await rows(store))[node].kong_body(DELAY, row.last_seen)
+    assert body["last_error"] == "signature check failed: bad signature"
 
 
 async def test_a_body_naming_another_node_is_not_believed(store: Store) -> None:

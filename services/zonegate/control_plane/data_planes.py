@@ -44,10 +44,12 @@ ON CONFLICT (id) DO UPDATE SET
   last_error = EXCLUDED.last_error, config_group = EXCLUDED.config_group,
   cert_expiry = EXCLUDED.cert_expiry, last_seen = EXCLUDED.last_seen, updated_at = EXCLUDED.updated_at
 """
+# An ack carries the data plane's own view of its config: a nack's reason is its last error (what
+# its next heartbeat will say too), an applied ack clears it, as the data plane itself does.
 _ACK_UPDATE: Final = """
 UPDATE clustering_data_planes SET
   config_hash = $2, config_version = $3, sync_status = $4,
-  rejected_version = $5, rejected_reason = $6, updated_at = $7
+  rejected_version = $5, rejected_reason = $6, last_error = $6, updated_at = $7
 WHERE id = $1
 """
 
@@ -329,6 +331,7 @@ def _with_ack(row: DataPlaneRow, ack: bus_pb2.Ack) -> DataPlaneRow:
         sync_status=_status(ack.sync_status),
         rejected_version=None if ack.applied else (int(ack.version) or None),
         rejected_reason=None if ack.applied else ack.reason,
+        last_error=None if ack.applied else (ack.reason or None),
     )
 
 
