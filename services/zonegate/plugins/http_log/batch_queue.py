@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import aiohttp
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -139,9 +140,35 @@ class BatchQueue:
             self.entries.clear()
 
 
-async def flush_all(queues: dict[Any, BatchQueue], seconds: float) -> None:
-    """A stopping process: every queue sends what it holds, for at most ``seconds``; then none
-    is left in ``queues``."""
-    pending = list(queues.values())
-    queues.clear()
-    await asyncio.gather(*(queue.flush(seconds) for queue in pending))
+class Outbound:
+    """A sending plugin's way out of one proxy process: its queues (one per plugin instance and
+    config, kept across reloads while the config is unchanged, as Kong keys its queues) and one
+    aiohttp client, opened on first use. ``close``: a stopping process sends what the queues
+    hold, for at most ``seconds``, then closes the client."""
+
+    def __init__(self, user_agent: str) -> None:
+        self.user_agent = user_agent
+        self.queues: dict[tuple[str, str], BatchQueue] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(keepalive_timeout=60.0),
+                headers={"User-Agent": self.user_agent},
+            )
+        return self._session
+
+    def queue(self, key: tuple[str, str], name: str, settings: Mapping[str, Any], send: Send) -> BatchQueue:
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = BatchQueue(name, settings, send)
+        return queue
+
+    async def close(self, seconds: float) -> None:
+        pending = list(self.queues.values())
+        self.queues.clear()
+        await asyncio.gather(*(queue.flush(seconds) for queue in pending))
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()

@@ -19,25 +19,14 @@ import structlog
 
 from zonegate import __version__
 from zonegate.plugins.api import Plugin, PluginContext, SharedIndexes
-from zonegate.plugins.http_log.batch_queue import BatchQueue, flush_all
+from zonegate.plugins.http_log.batch_queue import BatchQueue, Outbound
 
 log = structlog.get_logger(__name__)
 
 USER_AGENT: Final = f"zonegate-http-log/{__version__}"
 FLUSH_SECONDS: Final = 2.0  # what a stopping process gives its queues
 
-_session: aiohttp.ClientSession | None = None
-_queues: dict[tuple[str, str], BatchQueue] = {}
-
-
-def _client() -> aiohttp.ClientSession:
-    global _session
-    if _session is None or _session.closed:
-        _session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(keepalive_timeout=60.0),
-            headers={"User-Agent": USER_AGENT},
-        )
-    return _session
+_OUTBOUND: Final = Outbound(USER_AGENT)
 
 
 def queue_settings(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -57,11 +46,7 @@ class HttpLog(Plugin):
 
     @classmethod
     async def close_worker(cls) -> None:
-        global _session
-        await flush_all(_queues, FLUSH_SECONDS)
-        session, _session = _session, None
-        if session is not None:
-            await session.close()
+        await _OUTBOUND.close(FLUSH_SECONDS)
 
     def configure(self, shared: SharedIndexes) -> None:
         config = self.config
@@ -73,14 +58,11 @@ class HttpLog(Plugin):
         self.key = (self.id, json.dumps(config, sort_keys=True, default=str))
 
     def _queue(self) -> BatchQueue:
-        queue = _queues.get(self.key)
-        if queue is None:
-            queue = _queues[self.key] = BatchQueue(f"http-log:{self.id}", self.settings, self._send)
-        return queue
+        return _OUTBOUND.queue(self.key, f"http-log:{self.id}", self.settings, self._send)
 
     async def _send(self, batch: list[Any]) -> None:
         body = json.dumps(batch[0] if self.settings["max_batch_size"] == 1 else batch, default=str)
-        async with _client().request(
+        async with _OUTBOUND.client().request(
             self.method, self.endpoint, data=body.encode(), headers=self.headers, timeout=self.timeout
         ) as response:
             await response.read()

@@ -27,7 +27,7 @@ import structlog
 from zonegate import __version__
 from zonegate.node_identity import load_node_id
 from zonegate.plugins.api import AccessResult, Plugin, PluginContext, SharedIndexes
-from zonegate.plugins.http_log.batch_queue import BatchQueue, flush_all
+from zonegate.plugins.http_log.batch_queue import BatchQueue, Outbound
 from zonegate.plugins.opentelemetry import otlp
 from zonegate.plugins.opentelemetry.propagation import (
     WRITTEN_HEADERS,
@@ -57,19 +57,8 @@ USER_AGENT: Final = f"zonegate-opentelemetry/{__version__}"
 FLUSH_SECONDS: Final = 2.0  # what a stopping process gives its queues
 _STATE: Final = "opentelemetry.trace"  # this plugin's key in ctx.shared (Kong's kong.ctx.plugin)
 
-_session: aiohttp.ClientSession | None = None
-_queues: dict[tuple[str, str], BatchQueue] = {}
+_OUTBOUND: Final = Outbound(USER_AGENT)
 _node_id: str | None = None
-
-
-def _client() -> aiohttp.ClientSession:
-    global _session
-    if _session is None or _session.closed:
-        _session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(keepalive_timeout=60.0),
-            headers={"User-Agent": USER_AGENT},
-        )
-    return _session
 
 
 class _Trace:
@@ -120,11 +109,7 @@ class OpenTelemetry(Plugin):
     async def close_worker(cls) -> None:
         """The process stops: send what the queues hold (for at most ``FLUSH_SECONDS``), then
         close the client."""
-        global _session
-        await flush_all(_queues, FLUSH_SECONDS)
-        session, _session = _session, None
-        if session is not None:
-            await session.close()
+        await _OUTBOUND.close(FLUSH_SECONDS)
 
     def configure(self, shared: SharedIndexes) -> None:
         config = self.config
@@ -293,10 +278,7 @@ class OpenTelemetry(Plugin):
     # -- the exporter ---------------------------------------------------------------------------
 
     def _queue(self) -> BatchQueue:
-        queue = _queues.get(self.key)
-        if queue is None:
-            queue = _queues[self.key] = BatchQueue(f"opentelemetry:{self.id}", self.settings, self._send)
-        return queue
+        return _OUTBOUND.queue(self.key, f"opentelemetry:{self.id}", self.settings, self._send)
 
     async def _send(self, batch: list[Any]) -> None:
         resource = self.resource
@@ -305,7 +287,7 @@ class OpenTelemetry(Plugin):
                 __version__, _node_id, self.config.get("resource_attributes")
             )
         body = otlp.encode_traces(batch, resource)
-        async with _client().post(
+        async with _OUTBOUND.client().post(
             self.endpoint, data=body, headers=self.headers, timeout=self.timeout
         ) as response:
             await response.read()
