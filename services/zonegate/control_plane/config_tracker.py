@@ -19,8 +19,9 @@ from typing import Final
 import structlog
 
 from zonegate.control_plane.store import Revision, Snapshot, Store
+from zonegate.core import config_delta
 from zonegate.core.config import Config
-from zonegate.core.entities import KINDS
+from zonegate.core.config_delta import ConfigDelta
 from zonegate.core.schema import Entity
 
 log = structlog.get_logger(__name__)
@@ -35,8 +36,6 @@ class ConfigTracker:
     max_revisions: int = MAX_REVISIONS
     full_every: int = FULL_EVERY
     version: int | None = None
-    # kind -> id -> entity, and the Config last built from it (kinds sorted by id, as Config wants).
-    _entities: dict[str, dict[str, Entity]] = field(default_factory=dict)
     _config: Config = field(default_factory=Config)
     _steps: int = 0
     full_reads: int = 0
@@ -56,51 +55,48 @@ class ConfigTracker:
         expected = list(range(self.version + 1, latest + 1))
         if [r.version for r in revisions] != expected or any(r.op == "replace_all" for r in revisions):
             return await self._reload()
-        changed: set[str] = set()
-        for revision in revisions:
-            changed |= self._apply(revision)
-        entities = dict(self._config.entities)
-        for kind in changed:
-            found = self._entities.get(kind)
-            if found:
-                entities[kind] = tuple(sorted(found.values(), key=_by_id))
-            else:
-                entities.pop(kind, None)
-        self._config = Config({kind: entities[kind] for kind in KINDS if kind in entities})
+        # Unchanged kinds and entities stay the very objects they were: what the publisher's
+        # encoding cache and diff rely on.
+        self._config = config_delta.apply(self._config, _as_delta(revisions))
         self.version = latest
         self._steps += 1
         self.incremental_reads += 1
         return Snapshot(latest, self._config)
 
-    def _apply(self, revision: Revision) -> set[str]:
-        """Apply one create, update or delete; the kinds it changed."""
-        kind, entity_id = revision.kind, revision.entity_id
-        if kind is None or entity_id is None:
-            raise ValueError(f"revision {revision.version} names no entity")
-        if revision.op == "delete":
-            self._entities.get(kind, {}).pop(entity_id, None)
-            changed = {kind}
-            cascaded = (revision.detail or {}).get("cascaded") or {}
-            for child_kind, ids in cascaded.items():
-                children = self._entities.get(child_kind, {})
-                for child_id in ids:
-                    children.pop(child_id, None)
-                changed.add(child_kind)
-            return changed
-        if revision.entity is None:
-            raise ValueError(f"revision {revision.version} ({revision.op}) carries no entity")
-        self._entities.setdefault(kind, {})[entity_id] = revision.entity
-        return {kind}
-
     async def _reload(self) -> Snapshot:
         snapshot = await self.store.snapshot()
         self._config = snapshot.config
-        self._entities = {kind: {e["id"]: e for e in snapshot.config.of(kind)} for kind in KINDS}
         self.version = snapshot.version
         self._steps = 0
         self.full_reads += 1
         return snapshot
 
 
-def _by_id(entity: Entity) -> str:
-    return str(entity["id"])
+def _as_delta(revisions: list[Revision]) -> ConfigDelta:
+    """The revisions' net change: each entity's last state (None: deleted, with its cascade)."""
+    last: dict[tuple[str, str], Entity | None] = {}
+    for revision in revisions:
+        kind, entity_id = revision.kind, revision.entity_id
+        if kind is None or entity_id is None:
+            raise ValueError(f"revision {revision.version} names no entity")
+        if revision.op == "delete":
+            last[(kind, entity_id)] = None
+            cascaded = (revision.detail or {}).get("cascaded") or {}
+            for child_kind, ids in cascaded.items():
+                for child_id in ids:
+                    last[(child_kind, child_id)] = None
+            continue
+        if revision.entity is None:
+            raise ValueError(f"revision {revision.version} ({revision.op}) carries no entity")
+        last[(kind, entity_id)] = revision.entity
+    upserts: dict[str, list[Entity]] = {}
+    deletes: dict[str, list[str]] = {}
+    for (kind, entity_id), entity in last.items():
+        if entity is None:
+            deletes.setdefault(kind, []).append(entity_id)
+        else:
+            upserts.setdefault(kind, []).append(entity)
+    return ConfigDelta(
+        {kind: tuple(found) for kind, found in upserts.items()},
+        {kind: tuple(ids) for kind, ids in deletes.items()},
+    )
