@@ -16,15 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-import structlog
-
 from zonegate.control_plane.store import Revision, Snapshot, Store
 from zonegate.core import config_delta
 from zonegate.core.config import Config
 from zonegate.core.config_delta import ConfigDelta
 from zonegate.core.schema import Entity
-
-log = structlog.get_logger(__name__)
 
 MAX_REVISIONS: Final = 1000
 FULL_EVERY: Final = 200

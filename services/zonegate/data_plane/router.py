@@ -58,7 +58,8 @@ return; the index only decides what need not be looked at. Routes are grouped by
 by wildcard suffix or prefix, and "no host". In each group, prefix paths sit in hash tables
 keyed by the prefix itself, one table per (first path segment, length), and regex paths in the
 same kind of table keyed by the literal text their pattern must start with. Every route has a
-rank (its place in the order above) and every table knows the best rank it holds, so a lookup
+rank (the order above packed into one integer, ``route_index.rank_of``) and every table knows the
+best rank it holds, so a lookup
 probes tables best-first and stops as soon as no table can beat the match in hand: the cost
 depends on the number of distinct prefix lengths, not on the number of routes.
 
