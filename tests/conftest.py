@@ -6,3 +6,15 @@ cluster: TLS nats-server, bootstrapped database, CPs and DPs as real processes).
 """
 
 pytest_plugins = ("harness.fixtures", "harness.zonegate_node", "harness.hybrid")
+
+
+def pytest_configure(config: object) -> None:
+    # A compiled module is imported before its source: after an edit without ``make compile`` the
+    # suite would test the old code. Refuse instead.
+    import pytest
+
+    from zonegate.compiled import hot_path_status
+
+    stale = [name for name, state in hot_path_status().items() if state == "stale"]
+    if stale:
+        raise pytest.UsageError(f"stale compiled modules, run `make compile` first: {', '.join(stale)}")

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final, NoReturn, TypeVar
 
 import typer
 
-from zonegate import __version__
+from zonegate import __version__, compiled
 from zonegate.cli_hybrid import hybrid_app, nats_app
 from zonegate.cli_migrations import migrations_app
 from zonegate.core import canonical, declarative
@@ -71,9 +71,15 @@ FileArg = Annotated[
 
 
 @app.command()
-def version() -> None:
+def version(
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also say whether the proxy's hot path runs compiled.")
+    ] = False,
+) -> None:
     """Print the Zonegate version."""
     typer.echo(__version__)
+    if all_:
+        typer.echo(compiled.summary())
 
 
 @config_app.command("parse")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 from aiohttp import web
 
+from zonegate import compiled
 from zonegate.core import declarative
 from zonegate.core.canonical import ConfigHash, config_hash
 from zonegate.core.config import Config
@@ -199,6 +200,7 @@ class DbLessNode:
                 admin=[str(listen) for listen in settings.admin_listen] if admin_runner else [],
                 config_hash=host.config_hash,
                 pid=os.getpid(),
+                hot_path=compiled.summary(),
             )
             await self.stop_event.wait()
             log.info("node.stopping", grace_seconds=GRACE_SECONDS)

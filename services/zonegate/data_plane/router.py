@@ -73,7 +73,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields, make_dataclass
+from dataclasses import dataclass
 from typing import Any, Final
 
 from zonegate.core.config import Config
@@ -195,13 +195,6 @@ class Match:
     matched_path: str | None
     matched_host: str | None
     redirect_status: int | None
-
-
-# A frozen dataclass's generated __init__ goes through object.__setattr__ once per field and
-# costs about 1 us here, as much as the whole lookup (DESIGN section 7: each extra microsecond
-# is ~4% of throughput). So results are built as this mutable twin, which has the very same
-# slots, and then re-classed: callers only ever see an immutable Match.
-_MatchBuilder: Any = make_dataclass("_MatchBuilder", [(f.name, f.type) for f in fields(Match)], slots=True)
 
 
 # -- priorities -----------------------------------------------------------------------------------
@@ -612,7 +605,7 @@ class Router:
             upstream = _upstream_path(matcher, npath, best_path if matcher.strip_path else None)
         if _search_unsafe(upstream) is not None:
             upstream = escape_path(upstream)
-        built = _MatchBuilder(
+        result = Match(
             matcher.route,
             matcher.service,
             upstream,
@@ -623,8 +616,6 @@ class Router:
             best.host,
             matcher.redirect_status if scheme != "https" else None,
         )
-        built.__class__ = Match  # see _MatchBuilder
-        result: Match = built
         if memo is not None:
             memo[memo_key] = result
         return result

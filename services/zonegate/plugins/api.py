@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Protocol
 from urllib.parse import parse_qs, urlencode
 
+from mypy_extensions import mypyc_attr
+
 from zonegate.settings import Settings
 
 # Framing is the proxy's business on each side: plugins cannot set these on a response.
@@ -509,6 +511,9 @@ class PluginContext:
         self.body_wanted = True
 
 
+# This module is compiled (zonegate.compiled), and a compiled class takes no interpreted
+# subclass unless it says so: every plugin is one.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Plugin:
     """Base class of plugin handlers; subclasses set the class attributes and their phases."""
 
