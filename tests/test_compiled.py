@@ -67,3 +67,18 @@ def test_an_extension_newer_than_its_source_is_compiled_and_an_older_one_stale(p
     assert compiled.module_state("zg_fake.mod") == "compiled"
     os.utime(source, (3_000_000, 3_000_000))
     assert compiled.module_state("zg_fake.mod") == "stale"
+
+
+def test_a_rebuild_counts_by_the_shared_library_when_the_module_shim_kept_its_time(package: Path) -> None:
+    # mypyc puts a module's code in one shared ``*__mypyc`` library beside the top-level package;
+    # the module's own extension is a shim that a rebuild may leave with its old time.
+    extension = package / f"mod{EXTENSION_SUFFIX}"
+    extension.write_bytes(b"")
+    shared = package.parent / f"0123abcd__mypyc{EXTENSION_SUFFIX}"
+    shared.write_bytes(b"")
+    os.utime(extension, (1_000_000, 1_000_000))
+    os.utime(package / "mod.py", (2_000_000, 2_000_000))
+    os.utime(shared, (3_000_000, 3_000_000))
+    assert compiled.module_state("zg_fake.mod") == "compiled"
+    os.utime(package / "mod.py", (4_000_000, 4_000_000))
+    assert compiled.module_state("zg_fake.mod") == "stale"

@@ -2,26 +2,37 @@
 
 Issue 6's measure: each case is one Zonegate worker (pinned to CPU 0) in front of an nginx
 upstream (CPU 1, where wrk also runs), 1 route, measured in the same run, as a ratio to no plugins.
+The machine is shared and drifts by tens of percent over a minute, so all the nodes are started
+first (idle ones cost no CPU), each gets a short warm-up, and then each of ``--rounds`` rounds runs
+wrk against every case in turn. A row reports the median over the rounds of req/s, p50 and p99,
+the ratio of its median req/s to the no-plugin median, the lowest and highest ratio to no plugins
+within one round, and the errors summed over the rounds.
 Kong's published figures put key-auth + rate-limiting at about 0.71 of no plugins; the goal is 0.75.
-Rerun: ``.venv/bin/python ops/bench/plugins_bench.py [--duration 10 --connections 50]``.
+Rerun: ``.venv/bin/python ops/bench/plugins_bench.py [--duration 10 --connections 50 --rounds 3]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from proxy_bench import (
+    Target,
+    add_run_arguments,
     ensure_tools,
     free_port,
+    measure_rounds,
+    median_table,
+    rounds_line,
     start_nginx,
     start_zonegate,
-    stop,
+    stop_all,
     upstream_conf,
     wait_port,
-    wrk,
+    warm_up,
 )
 
 KEY = "bench-key"
@@ -66,39 +77,34 @@ CASES: list[tuple[str, list[dict[str, Any]], dict[str, str]]] = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=50)
+    add_run_arguments(parser)
     args = parser.parse_args()
     ensure_tools()
     proxy_cpu, load_cpu = 0, 1
-    rows: list[tuple[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory(prefix="zg-plugins-bench-") as tmp:
         base = Path(tmp)
-        upstream_port = free_port()
-        upstream = start_nginx(base / "upstream", upstream_conf(upstream_port), load_cpu)
+        processes: list[subprocess.Popen[bytes]] = []
         try:
+            upstream_port = free_port()
+            processes.append(start_nginx(base / "upstream", upstream_conf(upstream_port), load_cpu))
             wait_port(upstream_port)
+            targets: list[Target] = []
             for index, (name, plugins, headers) in enumerate(CASES):
                 port, status_port = free_port(), free_port()
-                node = start_zonegate(
-                    base / f"zg-{index}", config(upstream_port, plugins), port, status_port, proxy_cpu
+                processes.append(
+                    start_zonegate(
+                        base / f"zg-{index}", config(upstream_port, plugins), port, status_port, proxy_cpu
+                    )
                 )
-                try:
-                    url = f"http://127.0.0.1:{port}/bench/hit"
-                    wrk(url, 2, args.connections, load_cpu, headers)  # warm-up
-                    rows.append((name, wrk(url, args.duration, args.connections, load_cpu, headers)))
-                finally:
-                    stop(node)
+                target = Target(name, f"http://127.0.0.1:{port}/bench/hit", headers)
+                warm_up(target, args.connections, load_cpu)
+                targets.append(target)
+            results = measure_rounds(targets, args.rounds, args.duration, args.connections, load_cpu)
         finally:
-            stop(upstream)
-    base_rps = rows[0][1]["rps"]
-    print(f"{'case':<36} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'x none':>8} {'errors':>7}")
-    print("-" * 82)
-    for name, row in rows:
-        print(
-            f"{name:<36} {row['rps']:>10.0f} {row['p50']:>8.2f} {row['p99']:>8.2f} "
-            f"{row['rps'] / base_rps:>8.2f} {row['errors']:>7.0f}"
-        )
+            stop_all(processes)
+    print(rounds_line(args.rounds, args.duration))
+    for line in median_table(targets, results, CASES[0][0], "x none", 36):
+        print(line)
     print(
         "goal (issue 6): key-auth + rate-limiting >= 0.75 x no plugins (Kong's published figure: about 0.71)"
     )

@@ -3,12 +3,19 @@
 Rows: wrk straight at the upstream; nginx as a reverse proxy (1 worker, upstream keepalive);
 Zonegate with 1 worker and 1 route; Zonegate with 10,000 routes (the route hit is one of
 them). Every row uses the same pinning: the proxy under test on CPU 0, wrk and the upstream
-(nginx returning a small 200) on CPU 1. Then: Zonegate's memory at 10,000 routes, and the
+(nginx returning a small 200) on CPU 1.
+
+The machine is shared and its speed drifts by tens of percent over a minute, so the cases are
+measured in interleaved rounds: every server is started first (an idle proxy costs no CPU), each
+Zonegate node gets a short warm-up, then each of ``--rounds`` rounds runs wrk against every case
+in turn. A row reports the median over the rounds of req/s, p50 and p99, the ratio of its median
+req/s to nginx's median, the lowest and highest ratio to nginx within one round, and the errors
+summed over the rounds. Then, after the rounds: Zonegate's memory at 10,000 routes, and the
 latency of requests while the 10,000-route config is reloaded (SIGHUP) under load, where no
 request may fail.
 
 Needs wrk and nginx (Debian packages); the script installs them with apt-get when missing.
-Run: ``.venv/bin/python ops/bench/proxy_bench.py [--duration 10] [--connections 50]``
+Run: ``.venv/bin/python ops/bench/proxy_bench.py [--duration 10] [--connections 50] [--rounds 3]``
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +42,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 ZONEGATE = Path(sys.executable).with_name("zonegate")
+NGINX_CASE = "nginx proxy, 1 worker"
+WARM_UP_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class Target:
+    """One case of a table: what wrk is pointed at, with which request headers."""
+
+    name: str
+    url: str
+    headers: dict[str, str] | None = None
 
 
 def free_port() -> int:
@@ -124,7 +145,7 @@ http {{
 
 def routes_config(upstream_port: int, routes: int) -> dict[str, Any]:
     """``routes`` routes over 100 services; the benchmark hits /bench/hit, which is one of them."""
-    services = []
+    services: list[dict[str, Any]] = []
     per_service = max(1, routes // 100)
     made = 0
     for s in range(max(1, routes // per_service)):
@@ -171,8 +192,12 @@ def start_zonegate(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_port(status_port, 60)
-    wait_port(port, 60)
+    try:
+        wait_port(status_port, 60)
+        wait_port(port, 60)
+    except BaseException:
+        stop(process)
+        raise
     return process
 
 
@@ -183,6 +208,12 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def stop_all(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Stop in reverse start order: the proxies before the upstream they talk to."""
+    for process in reversed(processes):
+        stop(process)
 
 
 def wrk(
@@ -231,79 +262,134 @@ def status_memory(status_port: int) -> int:
         return int(json.load(response)["memory"]["workers_rss_kib"])
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every wrk table shares: seconds per wrk run, connections, rounds."""
+    parser.add_argument("--duration", type=positive_int, default=10, help="seconds of each wrk run")
+    parser.add_argument("--connections", type=positive_int, default=50)
+    parser.add_argument(
+        "--rounds", type=positive_int, default=3, help="rounds over all cases; the table shows medians"
+    )
+
+
+def warm_up(target: Target, connections: int, cpu: int) -> None:
+    wrk(target.url, WARM_UP_SECONDS, connections, cpu, target.headers)
+
+
+def measure_rounds(
+    targets: Sequence[Target], rounds: int, duration: int, connections: int, cpu: int
+) -> list[list[dict[str, float]]]:
+    """wrk against every target in turn, ``rounds`` times; one list of per-round results per target."""
+    results: list[list[dict[str, float]]] = [[] for _ in targets]
+    for _ in range(rounds):
+        for target, runs in zip(targets, results, strict=True):
+            runs.append(wrk(target.url, duration, connections, cpu, target.headers))
+    return results
+
+
+def median_row(runs: Sequence[dict[str, float]], baseline: Sequence[dict[str, float]]) -> dict[str, float]:
+    """One case over the rounds: medians, ratio of medians, per-round ratio range, summed errors."""
+    rps = statistics.median(run["rps"] for run in runs)
+    ratios = [run["rps"] / base["rps"] for run, base in zip(runs, baseline, strict=True)]
+    return {
+        "rps": rps,
+        "p50": statistics.median(run["p50"] for run in runs),
+        "p99": statistics.median(run["p99"] for run in runs),
+        "ratio": rps / statistics.median(base["rps"] for base in baseline),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "errors": sum(run["errors"] for run in runs),
+    }
+
+
+def rounds_line(rounds: int, duration: int) -> str:
+    return (
+        f"{rounds} round{'s' if rounds > 1 else ''} of {duration} s per case, cases interleaved "
+        "in each round; medians over the rounds"
+    )
+
+
+def median_table(
+    targets: Sequence[Target],
+    results: Sequence[Sequence[dict[str, float]]],
+    baseline: str,
+    ratio_label: str,
+    name_width: int,
+) -> list[str]:
+    """The table's lines; the ratios are to the case named ``baseline``."""
+    names = [target.name for target in targets]
+    base_runs = results[names.index(baseline)]
+    header = (
+        f"{'case':<{name_width}} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {ratio_label:>8} "
+        f"{'per round':>11} {'errors':>7}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, runs in zip(names, results, strict=True):
+        row = median_row(runs, base_runs)
+        spread = f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f}"
+        lines.append(
+            f"{name:<{name_width}} {row['rps']:>10.0f} {row['p50']:>8.2f} {row['p99']:>8.2f} "
+            f"{row['ratio']:>8.2f} {spread:>11} {row['errors']:>7.0f}"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--routes", type=int, default=10000)
+    add_run_arguments(parser)
+    parser.add_argument("--routes", type=positive_int, default=10000)
     args = parser.parse_args()
     ensure_tools()
     proxy_cpu, load_cpu = 0, 1
-    rows: list[tuple[str, dict[str, float]]] = []
     extra: list[str] = []
     with tempfile.TemporaryDirectory(prefix="zg-bench-") as tmp:
         base = Path(tmp)
-        upstream_port = free_port()
-        upstream = start_nginx(base / "upstream", upstream_conf(upstream_port), load_cpu)
-        processes: list[subprocess.Popen[bytes]] = [upstream]
+        processes: list[subprocess.Popen[bytes]] = []
         try:
+            upstream_port = free_port()
+            processes.append(start_nginx(base / "upstream", upstream_conf(upstream_port), load_cpu))
             wait_port(upstream_port)
-            rows.append(
-                (
-                    "upstream direct",
-                    wrk(f"http://127.0.0.1:{upstream_port}/", args.duration, args.connections, load_cpu),
-                )
-            )
-
             nginx_port = free_port()
-            proxy = start_nginx(base / "proxy", reverse_proxy_conf(nginx_port, upstream_port), proxy_cpu)
-            wait_port(nginx_port)
-            rows.append(
-                (
-                    "nginx proxy, 1 worker",
-                    wrk(
-                        f"http://127.0.0.1:{nginx_port}/bench/hit", args.duration, args.connections, load_cpu
-                    ),
-                )
+            processes.append(
+                start_nginx(base / "proxy", reverse_proxy_conf(nginx_port, upstream_port), proxy_cpu)
             )
-            stop(proxy)
-
-            for routes in (1, args.routes):
+            wait_port(nginx_port)
+            targets = [
+                Target("upstream direct", f"http://127.0.0.1:{upstream_port}/"),
+                Target(NGINX_CASE, f"http://127.0.0.1:{nginx_port}/bench/hit"),
+            ]
+            zonegates: list[tuple[subprocess.Popen[bytes], int, int, Path]] = []
+            for index, routes in enumerate((1, args.routes)):
                 port, status_port = free_port(), free_port()
+                workdir = base / f"zg-{index}"
                 node = start_zonegate(
-                    base / f"zg-{routes}", routes_config(upstream_port, routes), port, status_port, proxy_cpu
+                    workdir, routes_config(upstream_port, routes), port, status_port, proxy_cpu
                 )
                 processes.append(node)
-                wrk(f"http://127.0.0.1:{port}/bench/hit", 2, args.connections, load_cpu)  # warm-up
-                rows.append(
-                    (
-                        f"zonegate 1 worker, {routes} route{'s' if routes > 1 else ''}",
-                        wrk(f"http://127.0.0.1:{port}/bench/hit", args.duration, args.connections, load_cpu),
-                    )
+                target = Target(
+                    f"zonegate 1 worker, {routes} route{'s' if routes > 1 else ''}",
+                    f"http://127.0.0.1:{port}/bench/hit",
                 )
-                if routes == args.routes:
-                    extra.append(
-                        f"zonegate memory at {routes} routes: {status_memory(status_port) / 1024:.1f} MiB RSS"
-                    )
-                    extra.append(
-                        reload_under_load(
-                            node, port, args, load_cpu, base / f"zg-{routes}" / "kong.yml", upstream_port
-                        )
-                    )
-                stop(node)
-                processes.remove(node)
+                warm_up(target, args.connections, load_cpu)
+                targets.append(target)
+                zonegates.append((node, port, status_port, workdir))
+            results = measure_rounds(targets, args.rounds, args.duration, args.connections, load_cpu)
+            node, port, status_port, workdir = zonegates[-1]  # the one with args.routes routes
+            extra.append(
+                f"zonegate memory at {args.routes} routes: {status_memory(status_port) / 1024:.1f} MiB RSS"
+            )
+            extra.append(reload_under_load(node, port, args, load_cpu, workdir / "kong.yml", upstream_port))
         finally:
-            for process in processes:
-                stop(process)
-    nginx_rps = rows[1][1]["rps"]
-    print(f"{'case':<32} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'x nginx':>8} {'errors':>7}")
-    print("-" * 78)
-    for name, row in rows:
-        ratio = row["rps"] / nginx_rps
-        print(
-            f"{name:<32} {row['rps']:>10.0f} {row['p50']:>8.2f} {row['p99']:>8.2f} "
-            f"{ratio:>8.2f} {row['errors']:>7.0f}"
-        )
+            stop_all(processes)
+    print(rounds_line(args.rounds, args.duration))
+    for line in median_table(targets, results, NGINX_CASE, "x nginx", 32):
+        print(line)
     for line in extra:
         print(line)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sysconfig
 from typing import Final, Literal
 
 HOT_PATH_MODULES: Final = (
@@ -28,9 +29,18 @@ HOT_PATH_MODULES: Final = (
     "zonegate.data_plane.route_index",
     "zonegate.data_plane.plugin_phases",
     "zonegate.plugins.api",
+    "zonegate.plugins.chains",
+    "zonegate.plugins.consumer_headers",
+    "zonegate.plugins.key_auth.handler",
+    "zonegate.plugins.rate_limiting.handler",
+    "zonegate.plugins.rate_limiting.local_counters",
+    "zonegate.plugins.rate_limiting.windows",
+    "zonegate.plugins.prometheus.handler",
+    "zonegate.plugins.prometheus.metrics",
 )
 
 ModuleState = Literal["compiled", "interpreted", "stale"]
+_EXTENSION_SUFFIX: Final = str(sysconfig.get_config_var("EXT_SUFFIX"))
 
 
 def module_state(name: str) -> ModuleState:
@@ -41,11 +51,25 @@ def module_state(name: str) -> ModuleState:
         return "interpreted"
     source = os.path.join(os.path.dirname(origin), name.rsplit(".", 1)[1] + ".py")
     try:
-        if os.stat(source).st_mtime > os.stat(origin).st_mtime:
+        if os.stat(source).st_mtime > _built_at(name, origin):
             return "stale"
     except OSError:
         pass  # an installed wheel may ship the extension alone
     return "compiled"
+
+
+def _built_at(name: str, origin: str) -> float:
+    """When ``name`` was last compiled. Its own extension is a small shim that keeps its old
+    time when a rebuild leaves it unchanged; the code lives in the shared ``*__mypyc`` library
+    beside the top-level package, rebuilt with every module."""
+    root = origin
+    for _ in name.split("."):
+        root = os.path.dirname(root)
+    built = os.stat(origin).st_mtime
+    for entry in os.scandir(root):
+        if "__mypyc" in entry.name and entry.name.endswith(_EXTENSION_SUFFIX):
+            built = max(built, entry.stat().st_mtime)
+    return built
 
 
 def hot_path_status() -> dict[str, ModuleState]:

@@ -1005,3 +1005,7 @@ class Exchange:
                 self._wake_body_waiter()
             run_log(self, self.plugin_ctx, self.plugin_chain)
         self.client.exchange_finished(self, client_gone=client_gone)
+        # The plugin context's request view points back here: dropping the cycle lets reference
+        # counting free both now, not the cyclic GC later (which took ~14% of a key-auth +
+        # rate-limiting request). Nothing reads the context after the log phase.
+        self.plugin_ctx = None

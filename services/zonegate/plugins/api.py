@@ -34,15 +34,15 @@ from mypy_extensions import mypyc_attr
 from zonegate.settings import Settings
 
 # Framing is the proxy's business on each side: plugins cannot set these on a response.
-_FRAMING_HEADERS: Final = frozenset(
-    {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade"}
+_FRAMING_NAMES: Final = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"te", b"trailer", b"upgrade"}
 )
 # A value may come from the client (a template, a query argument): it must not end the header
 # line. Escaped as OpenResty escapes them, so the header keeps a value.
 _UNSAFE: Final = str.maketrans({"\r": "%0D", "\n": "%0A", "\0": "%00"})
 
 
-def _encode(text: str) -> bytes:
+def encode_header(text: str) -> bytes:
     """Header bytes: latin-1 as HTTP/1.1 has it, UTF-8 for what latin-1 cannot carry; CR, LF and
     NUL escaped."""
     # str.translate with multi-character replacements goes character by character (about 1 us
@@ -60,14 +60,13 @@ def _encode(text: str) -> bytes:
 _NAMES_KEPT: Final = 2048
 _encoded_names: dict[str, bytes] = {}
 _lowered_names: dict[str, bytes] = {}
-_lowered_sets: dict[tuple[str, ...], frozenset[bytes]] = {}
 
 
 def _encode_name(name: str) -> bytes:
-    """``_encode(name)``, remembered."""
+    """``encode_header(name)``, remembered."""
     encoded = _encoded_names.get(name)
     if encoded is None:
-        encoded = _encode(name)
+        encoded = encode_header(name)
         if len(_encoded_names) < _NAMES_KEPT:
             _encoded_names[name] = encoded
     return encoded
@@ -251,9 +250,10 @@ class PluginContext:
         self.credential: Mapping[str, Any] | None = None
         self.authenticated_groups: list[str] | None = None
         self.shared: dict[str, Any] = {}
-        # Headers plugins add to the client's response (rate-limit headers set during access...).
-        self.response_headers: list[tuple[str, str]] = []
-        self._waiting_names: set[str] = set()  # their names, lowered: no scan to find one
+        # Headers plugins add to the client's response (rate-limit headers set during access...),
+        # encoded as sent, and their names lowered: no scan to find one.
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self._waiting_names: set[bytes] = set()
         self.response_status = 0
         self.query_changed = False
         self._query: dict[str, list[str]] | None = None
@@ -307,30 +307,30 @@ class PluginContext:
             self.request.set_upstream_host(value)  # the proxy writes Host itself
             return
         self.clear_header(name)
-        self.request.headers.append((_encode_name(name), _encode(value)))
+        self.request.headers.append((_encode_name(name), encode_header(value)))
 
     def add_header(self, name: str, value: str) -> None:
-        self.request.headers.append((_encode_name(name), _encode(value)))
+        self.request.headers.append((_encode_name(name), encode_header(value)))
 
     def replace_headers(self, names: Iterable[str], values: Iterable[tuple[str, str]]) -> None:
         """Clear every header in ``names``, then add ``values``: one pass over the request headers,
         where a set/clear per header is one pass each (an auth plugin sets five per request)."""
-        if type(names) is tuple:  # a constant, as auth plugins pass: its set is kept
-            wanted = _lowered_sets.get(names)
-            if wanted is None:
-                wanted = frozenset(_lowered_name(name) for name in names)
-                if len(_lowered_sets) < _NAMES_KEPT:
-                    _lowered_sets[names] = wanted
-        else:
-            wanted = frozenset(_lowered_name(name) for name in names)
-        headers = self.request.headers
-        for key, _ in headers:  # the client rarely sends any of them: rebuild only when it does
-            if key.lower() in wanted:
-                headers[:] = [(k, v) for k, v in headers if k.lower() not in wanted]
+        wanted = frozenset(_lowered_name(name) for name in names)
+        self.replace_encoded_headers(
+            wanted, [(_encode_name(name), encode_header(value)) for name, value in values]
+        )
+
+    def replace_encoded_headers(
+        self, lowered: frozenset[bytes], headers: Iterable[tuple[bytes, bytes]]
+    ) -> None:
+        """``replace_headers`` with the names to clear lowered and the headers to add encoded as
+        sent (see ``encode_header``): for a plugin that sends the same ones on many requests."""
+        current = self.request.headers
+        for key, _ in current:  # the client rarely sends any of them: rebuild only when it does
+            if key.lower() in lowered:
+                current[:] = [(k, v) for k, v in current if k.lower() not in lowered]
                 break
-        encoded = _encoded_names.get
-        for name, value in values:
-            headers.append((encoded(name) or _encode_name(name), _encode(value)))
+        current.extend(headers)
 
     def clear_header(self, name: str) -> None:
         wanted = _lowered_name(name)
@@ -387,27 +387,21 @@ class PluginContext:
 
     # -- the response to the client -------------------------------------------------------------
 
-    # Before the response phase, headers set here wait in ``response_headers`` and replace the
-    # response's own of the same name; from the response phase on, the calls below edit the
-    # very list of headers that goes to the client.
+    # Before the response phase, headers set here wait in ``response_headers`` (encoded as they
+    # will be sent, with their lowered names in ``_waiting_names``) and replace the response's own
+    # of the same name; from the response phase on, the calls below edit the very list of
+    # headers that goes to the client.
 
     def set_response_header(self, name: str, value: str) -> None:
-        lowered = name.lower()
+        lowered = _lowered_name(name)
         headers = self._response_list
         if headers is None:
-            waiting = self.response_headers
-            names = self._waiting_names
-            if lowered in names:
-                self.response_headers = waiting = [(k, v) for k, v in waiting if k.lower() != lowered]
-            else:
-                names.add(lowered)
-            waiting.append((name, value))
+            self._wait_response_header(lowered, _encode_name(name), encode_header(value))
             return
-        if lowered in _FRAMING_HEADERS:
+        if lowered in _FRAMING_NAMES:
             return
-        wanted = _encode_name(lowered)
-        headers[:] = [(k, v) for k, v in headers if k.lower() != wanted]
-        headers.append((_encode_name(name), _encode(value)))
+        headers[:] = [(k, v) for k, v in headers if k.lower() != lowered]
+        headers.append((_encode_name(name), encode_header(value)))
 
     def set_response_headers(self, headers: Iterable[tuple[str, str]]) -> None:
         """``set_response_header`` for each, in order: one call for a plugin that sets several."""
@@ -415,42 +409,55 @@ class PluginContext:
             for name, value in headers:
                 self.set_response_header(name, value)
             return
+        for name, value in headers:
+            self._wait_response_header(_lowered_name(name), _encode_name(name), encode_header(value))
+
+    def set_encoded_response_headers(
+        self, headers: Sequence[tuple[bytes, bytes]], lowered: Sequence[bytes]
+    ) -> None:
+        """``set_response_headers`` with names and values already encoded (``lowered[i]`` is
+        ``headers[i]``'s name in lower case, no CR/LF in any): for a plugin that sets the same
+        names on every request and can keep their encodings."""
+        if self._response_list is not None:
+            for name, value in headers:
+                self.set_response_header(name.decode("latin-1"), value.decode("latin-1"))
+            return
+        for index, (name, value) in enumerate(headers):
+            self._wait_response_header(lowered[index], name, value)
+
+    def _wait_response_header(self, lowered: bytes, name: bytes, value: bytes) -> None:
         waiting = self.response_headers
         names = self._waiting_names
-        for header in headers:
-            lowered = header[0].lower()
-            if lowered in names:
-                self.response_headers = waiting = [(k, v) for k, v in waiting if k.lower() != lowered]
-            else:
-                names.add(lowered)
-            waiting.append(header)
+        if lowered in names:
+            self.response_headers = waiting = [(k, v) for k, v in waiting if k.lower() != lowered]
+        else:
+            names.add(lowered)
+        waiting.append((name, value))
 
     def add_response_header(self, name: str, value: str) -> None:
         """Another value for the header, after the ones it has (Kong's ``add_header``)."""
         headers = self._response_list
         if headers is None:
-            self.response_headers.append((name, value))
-            self._waiting_names.add(name.lower())
-        elif name.lower() not in _FRAMING_HEADERS:
-            headers.append((_encode_name(name), _encode(value)))
+            self.response_headers.append((_encode_name(name), encode_header(value)))
+            self._waiting_names.add(_lowered_name(name))
+        elif _lowered_name(name) not in _FRAMING_NAMES:
+            headers.append((_encode_name(name), encode_header(value)))
 
     def clear_response_header(self, name: str) -> None:
-        lowered = name.lower()
+        lowered = _lowered_name(name)
         if lowered in self._waiting_names:
             self._waiting_names.discard(lowered)
             self.response_headers = [(k, v) for k, v in self.response_headers if k.lower() != lowered]
         headers = self._response_list
-        if headers is not None and lowered not in _FRAMING_HEADERS:
-            wanted = _encode_name(lowered)
-            headers[:] = [(k, v) for k, v in headers if k.lower() != wanted]
+        if headers is not None and lowered not in _FRAMING_NAMES:
+            headers[:] = [(k, v) for k, v in headers if k.lower() != lowered]
 
     def response_header_values(self, name: str) -> list[str]:
-        lowered = name.lower()
+        lowered = _lowered_name(name)
         headers = self._response_list
         if headers is None:
-            return [v for k, v in self.response_headers if k.lower() == lowered]
-        wanted = _encode_name(lowered)
-        return [v.decode("latin-1") for k, v in headers if k.lower() == wanted]
+            headers = self.response_headers
+        return [v.decode("latin-1") for k, v in headers if k.lower() == lowered]
 
     def response_header(self, name: str) -> str | None:
         """The first value of a response header (case-insensitive), as Kong's ``get_header``."""
@@ -461,14 +468,14 @@ class PluginContext:
         """What the response's header lines weigh (``name: value\r\n`` each), as sent."""
         headers = self._response_list
         if headers is None:
-            return sum(len(_encode(k)) + len(_encode(v)) + 4 for k, v in self.response_headers)
+            headers = self.response_headers
         return sum(len(k) + len(v) + 4 for k, v in headers)
 
     def response_header_items(self) -> list[tuple[str, str]]:
         """Every response header, in order (names as they will be sent)."""
         headers = self._response_list
         if headers is None:
-            return list(self.response_headers)
+            headers = self.response_headers
         return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
 
     def attach_response(self, headers: list[tuple[bytes, bytes]]) -> None:
@@ -479,25 +486,16 @@ class PluginContext:
         if not pending:
             return
         names = self._waiting_names
-        framing = not names.isdisjoint(_FRAMING_HEADERS)
-        names.clear()
-        if framing:
-            pending = [(name, value) for name, value in pending if name.lower() not in _FRAMING_HEADERS]
-            if not pending:
-                return
-        # One pass over the response's headers for all of them (rate-limiting sets seven). Plain
-        # loops, and the caches read inline: on Python 3.11 a comprehension or a function call
-        # costs more than the work for a few headers.
-        lowered, encoded = _lowered_names.get, _encoded_names.get
-        replaced = set()
-        for name, _ in pending:
-            replaced.add(lowered(name) or _lowered_name(name))
+        if not names.isdisjoint(_FRAMING_NAMES):
+            pending = [(name, value) for name, value in pending if name.lower() not in _FRAMING_NAMES]
+            names = names - _FRAMING_NAMES
+        # One pass over the response's headers for all of them (rate-limiting sets seven).
         for key, _ in headers:
-            if key.lower() in replaced:
-                headers[:] = [(k, v) for k, v in headers if k.lower() not in replaced]
+            if key.lower() in names:
+                headers[:] = [(k, v) for k, v in headers if k.lower() not in names]
                 break
-        for name, value in pending:
-            headers.append((encoded(name) or _encode_name(name), _encode(value)))
+        headers.extend(pending)
+        self._waiting_names = set()
 
     def serialize(self) -> dict[str, Any]:
         """Kong's ``kong.log.serialize()``: built once per request, for log-phase plugins only

@@ -4,9 +4,9 @@ tell the upstream who the consumer is with Kong's headers."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
-from zonegate.plugins.api import Exit, PluginContext, SharedIndexes
+from zonegate.plugins.api import Exit, PluginContext, SharedIndexes, encode_header
 
 CONSUMER_ID = "X-Consumer-ID"
 CONSUMER_CUSTOM_ID = "X-Consumer-Custom-ID"
@@ -17,15 +17,31 @@ ALL_HEADERS = (CONSUMER_ID, CONSUMER_CUSTOM_ID, CONSUMER_USERNAME, CREDENTIAL_ID
 _CONSUMER_FIELDS = ((CONSUMER_ID, "id"), (CONSUMER_CUSTOM_ID, "custom_id"), (CONSUMER_USERNAME, "username"))
 
 
+# What the upstream gets for one consumer and credential: the same on every request.
+EncodedHeaders = list[tuple[bytes, bytes]]
+_ALL_LOWERED: Final = frozenset(name.lower().encode("latin-1") for name in ALL_HEADERS)
+
+
 def set_consumer_headers(
     ctx: PluginContext,
     consumer: Mapping[str, Any] | None,
     credential: Mapping[str, Any] | None,
     identifier: str = "id",
+    kept: dict[tuple[Any, Any], EncodedHeaders] | None = None,
 ) -> None:
     """``identifier``: the credential field Kong sends as ``X-Credential-Identifier`` (key-auth:
-    ``id``, basic-auth: ``username``, jwt: ``key``)."""
+    ``id``, basic-auth: ``username``, jwt: ``key``). ``kept``: where a plugin instance keeps the
+    encoded headers per consumer and credential (instances live as long as the config they came
+    with, and ids name the same entities for that long)."""
     ctx.authenticate(consumer, credential)
+    key = None
+    if kept is not None:
+        key = (consumer.get("id") if consumer else None, credential.get("id") if credential else None)
+        found = kept.get(key)
+        if found is not None:
+            # The client's own values of these headers never reach the upstream: all are replaced.
+            ctx.replace_encoded_headers(_ALL_LOWERED, found)
+            return
     values: list[tuple[str, str]] = []
     if consumer:
         for header, name in _CONSUMER_FIELDS:
@@ -38,8 +54,10 @@ def set_consumer_headers(
             values.append((CREDENTIAL_IDENTIFIER, str(value)))
     if credential is None:
         values.append((ANONYMOUS, "true"))
-    # The client's own values of these headers never reach the upstream: all are replaced.
-    ctx.replace_headers(ALL_HEADERS, values)
+    encoded = [(encode_header(name), encode_header(value)) for name, value in values]
+    if kept is not None and key is not None:
+        kept[key] = encoded
+    ctx.replace_encoded_headers(_ALL_LOWERED, encoded)
 
 
 def set_anonymous_consumer(ctx: PluginContext, shared: SharedIndexes, anonymous: str) -> Exit | None:

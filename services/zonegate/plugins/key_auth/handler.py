@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from zonegate import __version__
 from zonegate.plugins.api import AccessResult, Exit, Plugin, PluginContext, SharedIndexes
-from zonegate.plugins.consumer_headers import set_consumer_headers
+from zonegate.plugins.consumer_headers import EncodedHeaders, set_consumer_headers
 
 NO_KEY: Final = "No API key found in request"
 INVALID: Final = "Invalid authentication credentials"
@@ -49,6 +49,7 @@ class KeyAuth(Plugin):
         self.in_header: bool = self.config["key_in_header"]
         self.in_query: bool = self.config["key_in_query"]
         self.hide_credentials: bool = self.config["hide_credentials"]
+        self.consumer_headers: dict[tuple[Any, Any], EncodedHeaders] = {}
 
     def access(self, ctx: PluginContext) -> AccessResult:
         config = self.config
@@ -93,5 +94,5 @@ class KeyAuth(Plugin):
         consumer = self.consumers.get(consumer_id) or self.shared.consumer(consumer_id)
         if consumer is None:
             return Exit(401, INVALID)
-        set_consumer_headers(ctx, consumer, credential)
+        set_consumer_headers(ctx, consumer, credential, kept=self.consumer_headers)
         return None

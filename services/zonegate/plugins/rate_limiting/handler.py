@@ -94,18 +94,30 @@ class RateLimiting(Plugin):
         self.hide_headers: bool = config["hide_client_headers"]
         # What the headers of each limit need that does not change per request: its limit, its
         # window's length, the X-RateLimit-Limit-<period> header, the name of the remaining one,
-        # and the RateLimit-Limit header when it is the tightest.
+        # and the RateLimit-Limit header when it is the tightest; all encoded as sent, and the
+        # lowered names of everything set (with and without Retry-After).
         self.limit_values = tuple(limit for _, limit in self.limits)
-        self.header_plan: tuple[tuple[float, int, tuple[str, str], str, tuple[str, str]], ...] = tuple(
-            (
-                limit,
-                LENGTH[period],
-                (X_LIMIT[period], _number(limit)),
-                X_REMAINING[period],
-                ("RateLimit-Limit", _number(limit)),
+        self.local_counts = local_counters.table(self.id, tuple(period for period, _ in self.limits))
+        self.header_plan: tuple[tuple[float, int, tuple[bytes, bytes], bytes, tuple[bytes, bytes]], ...] = (
+            tuple(
+                (
+                    limit,
+                    LENGTH[period],
+                    (X_LIMIT[period].encode(), _number(limit).encode()),
+                    X_REMAINING[period].encode(),
+                    (b"RateLimit-Limit", _number(limit).encode()),
+                )
+                for period, limit in self.limits
             )
-            for period, limit in self.limits
         )
+        names = [
+            name.lower()
+            for _, _, (limit_name, _), remaining, _ in self.header_plan
+            for name in (limit_name, remaining)
+        ]
+        names += [b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset"]
+        self.header_names = tuple(names)
+        self.refusal_header_names = (*names, b"retry-after")
         # The windows move at most once a second: the last second's starts and ends are kept.
         self.second = -1
         self.starts: tuple[int, ...] = ()
@@ -153,15 +165,11 @@ class RateLimiting(Plugin):
         return self.starts
 
     def _local(self, ctx: PluginContext, identifier: str, starts: Sequence[int], now: float) -> Exit | None:
-        plugin_id = self.id
-        keys = []
-        for index, (period, _) in enumerate(self.limits):  # cheaper than a comprehension for 1-3
-            keys.append((plugin_id, identifier, period, starts[index]))
         if starts is self.starts:
             ends: Sequence[int] = self.ends
         else:  # the cluster policy's fallback, after the windows moved on while it waited
             ends = [start + LENGTH[period] for (period, _), start in zip(self.limits, starts, strict=True)]
-        used, stop = local_counters.take(keys, self.limit_values, ends, now)
+        used, stop = local_counters.take(self.local_counts, identifier, starts, self.limit_values, ends, now)
         return self._answer(ctx, used, stop, starts, now)
 
     async def _cluster_access(
@@ -214,19 +222,19 @@ class RateLimiting(Plugin):
             refusal = Exit(int(config["error_code"]), config["error_message"])
         if self.hide_headers:
             return refusal
-        headers: list[tuple[str, str]] = []
+        headers: list[tuple[bytes, bytes]] = []
         plan = self.header_plan
         best = -1  # the tightest limit: least remaining, then the longest window
-        best_remaining: float = 0
+        best_remaining = 0.0
         best_window = 0
-        best_text = ""
+        best_text = b""
         for index, (limit, window, limit_header, remaining_name, _) in enumerate(plan):
             remaining = limit - used[index]
             if stop is None or stop == index:
                 remaining -= 1
             if remaining <= 0:
-                remaining = 0  # max(0, remaining), without the call
-            remaining_text = str(remaining) if type(remaining) is int else _number(remaining)
+                remaining = 0.0  # max(0, remaining), without the call
+            remaining_text = _number(remaining).encode()
             headers.append(limit_header)
             headers.append((remaining_name, remaining_text))
             if (
@@ -236,11 +244,13 @@ class RateLimiting(Plugin):
             ):
                 best, best_remaining, best_window, best_text = index, remaining, window, remaining_text
         # The schema requires at least one limit, so there is a best.
-        reset = str(seconds_left(self.limits[best][0], starts[best], now))
+        reset = str(seconds_left(self.limits[best][0], starts[best], now)).encode()
         headers.append(plan[best][4])
-        headers.append(("RateLimit-Remaining", best_text))
-        headers.append(("RateLimit-Reset", reset))
-        if refusal is not None:
-            headers.append(("Retry-After", reset))
-        ctx.set_response_headers(headers)
+        headers.append((b"RateLimit-Remaining", best_text))
+        headers.append((b"RateLimit-Reset", reset))
+        if refusal is None:
+            ctx.set_encoded_response_headers(headers, self.header_names)
+            return None
+        headers.append((b"Retry-After", reset))
+        ctx.set_encoded_response_headers(headers, self.refusal_header_names)
         return refusal

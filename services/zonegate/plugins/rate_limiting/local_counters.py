@@ -1,54 +1,93 @@
-"""The ``local`` policy's counters: in this proxy process, one per (plugin id, identifier, period,
-window start), like Kong's shared-dict counters. They live at module level, so a config reload
-that keeps a plugin's id keeps its counts; windows that have ended are swept now and then. With
-several proxy workers each counts on its own, as Kong's ``local`` policy does per node."""
+"""The ``local`` policy's counters: in this proxy process, per plugin instance and identifier one
+count per configured period, in the period's current window, like Kong's shared-dict counters.
+They live at module level, so a config reload that keeps a plugin's id and periods keeps its
+counts; counters whose windows have all ended are swept now and then. With several proxy
+workers each counts on its own, as Kong's ``local`` policy does per node.
+
+One dict lookup per request finds an identifier's counts (the periods' counts side by side in a
+list, each with the window start it counts in): a tuple key per period cost a hash of four
+fields and two dict operations per period on every request.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Final
 
-Key = tuple[str, str, str, int]  # plugin id, identifier, period, window start
-
 _SWEEP_EVERY: Final = 10_000
 
-# Counts and window ends apart: a count is a plain int (no tuple allocated per request), and a
-# key's end never changes (the key names its window), so it is written once.
-_counts: dict[Key, int] = {}  # key -> count (at least 1)
-_ends: dict[Key, float] = {}  # key -> end of its window
+
+class _Counts:
+    """One identifier's counts under one plugin instance, a window start per count."""
+
+    __slots__ = ("counts", "end", "starts")
+
+    def __init__(self, starts: Sequence[int], end: float) -> None:
+        self.starts = starts
+        self.counts = [0] * len(starts)
+        self.end = end  # when the last of its windows ends: the counts are useless after that
+
+
+# (plugin id, periods) -> identifier -> counts. The periods are part of the key: a reload that
+# adds or removes a period starts that plugin's counts afresh.
+_tables: dict[tuple[str, tuple[str, ...]], dict[str, _Counts]] = {}
 _writes = 0
 
 
+def table(plugin_id: str, periods: tuple[str, ...]) -> dict[str, _Counts]:
+    """The counts of one plugin instance (created on first use; kept for its successors)."""
+    key = (plugin_id, periods)
+    found = _tables.get(key)
+    if found is None:
+        found = _tables[key] = {}
+    return found
+
+
 def take(
-    keys: Sequence[Key], limits: Sequence[float], ends: Sequence[float], now: float
+    counts_by_identifier: dict[str, _Counts],
+    identifier: str,
+    starts: Sequence[int],
+    limits: Sequence[float],
+    ends: Sequence[float],
+    now: float,
 ) -> tuple[list[int], int | None]:
-    """One request against every key's counter (``ends``: when each key's window ends): the
-    counts before it, and the index of the first key whose limit is reached, in which case
-    nothing is counted (a refused request does not count)."""
+    """One request against each period's counter (``starts``/``ends``: each period's current
+    window): the counts before it, and the index of the first period whose limit is reached, in
+    which case nothing is counted (a refused request does not count)."""
     global _writes
-    counts = _counts
-    used = []
-    stop = None
-    for index, key in enumerate(keys):  # plain loops: a comprehension costs more for a few keys
-        count = counts.get(key, 0)
-        used.append(count)
-        if stop is None and limits[index] - count <= 0:
-            stop = index
-    if stop is not None:
-        return used, stop
-    for index, key in enumerate(keys):
-        count = used[index]
-        if not count:
-            _ends[key] = ends[index]
-        counts[key] = count + 1
+    entry = counts_by_identifier.get(identifier)
+    if entry is None:
+        entry = counts_by_identifier[identifier] = _Counts(starts, max(ends))
+    elif entry.starts is not starts:  # the same windows are the same tuple object, mostly
+        if entry.starts != starts:
+            old = entry.starts
+            counts = entry.counts
+            for index, start in enumerate(starts):
+                if old[index] != start:
+                    counts[index] = 0  # that period's window moved on
+            entry.end = max(ends)
+        entry.starts = starts
+    counts = entry.counts
+    used = counts[:]
+    for index, count in enumerate(used):
+        if limits[index] - count <= 0:
+            return used, index
+    for index in range(len(counts)):
+        counts[index] += 1
     _writes += 1
     if _writes % _SWEEP_EVERY == 0:
-        for key in [k for k, end in _ends.items() if end <= now]:
-            del _counts[key], _ends[key]
+        _sweep(now)
     return used, None
+
+
+def _sweep(now: float) -> None:
+    # Tables stay, empty or not: plugin instances hold them (one small dict per plugin id seen).
+    for counts_by_identifier in _tables.values():
+        for identifier in [i for i, entry in counts_by_identifier.items() if entry.end <= now]:
+            del counts_by_identifier[identifier]
 
 
 def reset() -> None:
     """Forget every count (tests)."""
-    _counts.clear()
-    _ends.clear()
+    for counts_by_identifier in _tables.values():
+        counts_by_identifier.clear()
