@@ -28,6 +28,8 @@ HOT_PATH_MODULES: Final = (
     "zonegate.data_plane.router",
     "zonegate.data_plane.route_index",
     "zonegate.data_plane.plugin_phases",
+    "zonegate.data_plane.runtime",
+    "zonegate.data_plane.balancer",
     "zonegate.plugins.api",
     "zonegate.plugins.chains",
     "zonegate.plugins.consumer_headers",

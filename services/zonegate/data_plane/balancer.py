@@ -58,6 +58,8 @@ from hashlib import shake_128
 from typing import Any, ClassVar, Final, Literal
 from urllib.parse import unquote_plus
 
+from mypy_extensions import mypyc_attr
+
 from zonegate.core.config import Config
 from zonegate.core.net import parse_host_port
 from zonegate.core.schema import Entity
@@ -305,6 +307,8 @@ def _healthchecks_on(checks: Mapping[str, Any]) -> bool:
 # -- hash keys -------------------------------------------------------------------------------------
 
 
+# A str subclass cannot be a compiled (native) class: this one stays a plain Python class.
+@mypyc_attr(native_class=False)
 class NewHashCookie(str):
     """A hash key minted because the request lacked the ``hash_on_cookie`` cookie (Kong mints a UUID).
 

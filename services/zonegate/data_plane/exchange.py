@@ -94,6 +94,16 @@ UPSTREAM_HEAD: Final = (
     + b"\r\n%s%s\r\n"
 )
 RESPONSE_OWNED: Final = HOP_BY_HOP | {b"content-length"}
+
+
+def _length_mask(names: frozenset[bytes]) -> int:
+    """Bit n set when some name is n bytes long: a header whose name length has no bit set is
+    none of them, known without lowering its name (names here are all shorter than 64)."""
+    return sum(1 << n for n in {len(name) for name in names})
+
+
+PROXY_OWNED_LENGTHS: Final = _length_mask(PROXY_OWNED)
+RESPONSE_OWNED_LENGTHS: Final = _length_mask(RESPONSE_OWNED)
 VIA_LINE: Final = b"Via: " + VIA_TOKEN + b"\r\n"
 LATENCY_LINES: Final = b"X-Zonegate-Upstream-Latency: %d\r\nX-Zonegate-Proxy-Latency: %d\r\n"
 KEEP_ALIVE_END: Final = b"Connection: keep-alive\r\n\r\n"
@@ -101,6 +111,7 @@ CLOSE_END: Final = b"Connection: close\r\n\r\n"
 NO_BODY_STATUSES: Final = frozenset({204, 304})
 NON_IDEMPOTENT: Final = frozenset({b"POST", b"PATCH", b"LOCK"})
 CRLF: Final = b"\r\n"
+COLON_SPACE: Final = b": "
 LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
@@ -493,7 +504,16 @@ class Exchange:
         believed: dict[bytes, bytes] | None = {} if client.trusted else None
         real_ip_header = client.server.real_ip_header
         dropped = self.connection_tokens
+        # Only a trusted peer's headers, or names the client's Connection header lists, need
+        # looking at when the name's length rules out every header the proxy owns.
+        plain = believed is None and dropped is None
         for name, value in self.headers:
+            if plain and not (PROXY_OWNED_LENGTHS >> len(name)) & 1:
+                kept.append(name)
+                kept.append(COLON_SPACE)
+                kept.append(value)
+                kept.append(CRLF)
+                continue
             lowered = name.lower()
             if lowered in PROXY_OWNED:
                 if lowered == b"x-forwarded-for":
@@ -507,7 +527,11 @@ class Exchange:
                 believed[b"real-ip"] = value.split(b",")[-1].strip()
             if dropped is not None and lowered in dropped:
                 continue  # named in the client's Connection header: hop-by-hop too
-            kept.append(name + b": " + value + b"\r\n")
+            # Parts joined once at the end: concatenating each line would allocate three times.
+            kept.append(name)
+            kept.append(COLON_SPACE)
+            kept.append(value)
+            kept.append(CRLF)
         if match.upstream_host is not None:
             host_header = match.upstream_host
         elif self.target is not None:
@@ -717,6 +741,12 @@ class Exchange:
         upstream_chunked = False
         dropped = self.response_connection_tokens
         for name, value in self.response_headers:
+            if dropped is None and not (RESPONSE_OWNED_LENGTHS >> len(name)) & 1:
+                kept.append(name)  # no owned header has a name this long: no need to lower it
+                kept.append(COLON_SPACE)
+                kept.append(value)
+                kept.append(CRLF)
+                continue
             lowered = name.lower()
             if lowered in RESPONSE_OWNED:
                 if lowered == b"content-length":
@@ -726,7 +756,10 @@ class Exchange:
                 continue
             if dropped is not None and lowered in dropped:
                 continue  # named in the upstream's Connection header: hop-by-hop on that side
-            kept.append(name + b": " + value + b"\r\n")
+            kept.append(name)
+            kept.append(COLON_SPACE)
+            kept.append(value)
+            kept.append(CRLF)
         if no_body:
             framing = b"Content-Length: " + upstream_length + b"\r\n" if upstream_length is not None else b""
         elif body_length is not None:

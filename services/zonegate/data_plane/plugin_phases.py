@@ -331,8 +331,8 @@ def local_response(
     or a proxy error): the final status, body and headers (Content-Type among them)."""
     final: list[tuple[bytes, bytes]] = []
     ctx.attach_response(final)
-    if content_type:
-        final.append((b"Content-Type", content_type.encode("latin-1")))
+    if content_type:  # this answer's type wins over one a plugin set earlier: one header, not two
+        ctx.set_response_header("Content-Type", content_type)
     named: set[bytes] = set()
     for name, value in headers:
         lowered = name.lower()

@@ -29,7 +29,7 @@ from zonegate.bus.tls import client_tls
 from zonegate.plugins.api import AccessResult, Exit, Plugin, PluginContext, SharedIndexes
 from zonegate.plugins.rate_limiting import local_counters
 from zonegate.plugins.rate_limiting.schema import PERIODS
-from zonegate.plugins.rate_limiting.windows import LENGTH, seconds_left, window_start
+from zonegate.plugins.rate_limiting.windows import LENGTH, seconds_left, window_end, window_start
 from zonegate.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -159,7 +159,7 @@ class RateLimiting(Plugin):
         if second != self.second:
             self.starts = tuple(window_start(period, now) for period, _ in self.limits)
             self.ends = tuple(
-                start + LENGTH[period] for (period, _), start in zip(self.limits, self.starts, strict=True)
+                window_end(period, start) for (period, _), start in zip(self.limits, self.starts, strict=True)
             )
             self.second = second
         return self.starts
@@ -168,7 +168,7 @@ class RateLimiting(Plugin):
         if starts is self.starts:
             ends: Sequence[int] = self.ends
         else:  # the cluster policy's fallback, after the windows moved on while it waited
-            ends = [start + LENGTH[period] for (period, _), start in zip(self.limits, starts, strict=True)]
+            ends = [window_end(period, start) for (period, _), start in zip(self.limits, starts, strict=True)]
         used, stop = local_counters.take(self.local_counts, identifier, starts, self.limit_values, ends, now)
         return self._answer(ctx, used, stop, starts, now)
 

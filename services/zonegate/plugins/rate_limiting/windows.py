@@ -28,6 +28,20 @@ def window_start(period: str, now: float) -> int:
     return calendar.timegm((moment.tm_year, month, 1, 0, 0, 0, 0, 0, 0))
 
 
+def window_end(period: str, start: int) -> int:
+    """When the window that began at ``start`` ends: the next window's start. Not ``start +
+    LENGTH``: a month or a year may be longer than Kong's 30 or 365 days, and a count must
+    last its whole window."""
+    if period in ("second", "minute", "hour", "day"):
+        return start + LENGTH[period]
+    moment = time.gmtime(start)
+    if period == "month":
+        year, month = (moment.tm_year + 1, 1) if moment.tm_mon == 12 else (moment.tm_year, moment.tm_mon + 1)
+    else:
+        year, month = moment.tm_year + 1, 1
+    return calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0))
+
+
 def seconds_left(period: str, start: int, now: float) -> int:
     """Kong's ``RateLimit-Reset``: at least 1."""
     return max(1, LENGTH[period] - int(now - start))
