@@ -228,7 +228,7 @@ class AccessRun:
         while self.index < len(self.chain):
             plugin = self.chain[self.index]
             self.index += 1
-            access = getattr(plugin, "access", None)
+            access = plugin.access_phase
             if access is None:
                 continue
             consumer_before = ctx.consumer
@@ -357,7 +357,7 @@ def run_response(
     ctx.response_status = status
     ctx.attach_response(headers)
     for plugin in chain:
-        response = getattr(plugin, "response", None)
+        response = plugin.response_phase
         if response is None:
             continue
         try:
@@ -371,7 +371,7 @@ def run_response(
 def run_body(exchange: Exchange, ctx: PluginContext, chain: Chain, body: bytes) -> bytes:
     """The body phase: each plugin that has one gets the whole body and returns the new one."""
     for plugin in chain:
-        body_phase = getattr(plugin, "body", None)
+        body_phase = plugin.body_phase
         if body_phase is None:
             continue
         try:
@@ -383,7 +383,7 @@ def run_body(exchange: Exchange, ctx: PluginContext, chain: Chain, body: bytes) 
 
 def run_log(exchange: Exchange, ctx: PluginContext, chain: Chain) -> None:
     for plugin in chain:
-        log_phase = getattr(plugin, "log", None)
+        log_phase = plugin.log_phase
         if log_phase is None:
             continue
         try:

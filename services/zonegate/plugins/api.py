@@ -24,7 +24,7 @@ request does no setup. The context object exists only for requests whose chain i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Protocol
 from urllib.parse import parse_qs, urlencode
@@ -524,6 +524,12 @@ class Plugin:
         self.id: str = entity["id"]
         self.config: Mapping[str, Any] = entity.get("config") or {}
         self.configure(shared)
+        # The phases it defines, looked up once: a request's chain then skips the others without
+        # searching the class hierarchy (or making a bound method) per plugin and phase.
+        self.access_phase: Callable[[PluginContext], AccessResult] | None = getattr(self, "access", None)
+        self.response_phase: Callable[[PluginContext], None] | None = getattr(self, "response", None)
+        self.body_phase: Callable[[PluginContext, bytes], bytes] | None = getattr(self, "body", None)
+        self.log_phase: Callable[[PluginContext], None] | None = getattr(self, "log", None)
 
     def configure(self, shared: SharedIndexes) -> None:
         """Precompute what requests need (compiled patterns, lookups); runs at apply time."""
