@@ -2,7 +2,7 @@
 
 Each proxied request runs through these modules; interpreted, their Python costs about 12 us of
 the ~32 us a request takes on one core (ops/bench/proxy_python_cost.py), and mypyc compiles the
-very same typed source to about 8. ``setup.py`` compiles every module named here when the
+very same typed source to about 7. ``setup.py`` compiles every module named here when the
 project is installed (``ZONEGATE_COMPILE=0``, or no C compiler, installs it interpreted: same
 behaviour, slower). A compiled module is a ``.so`` next to its ``.py``, and Python imports the
 ``.so`` first, so after editing the ``.py`` in a checkout the ``.so`` is stale until
