@@ -508,25 +508,20 @@ class Exchange:
         # looking at when the name's length rules out every header the proxy owns.
         plain = believed is None and dropped is None
         for name, value in self.headers:
-            if plain and not (PROXY_OWNED_LENGTHS >> len(name)) & 1:
-                kept.append(name)
-                kept.append(COLON_SPACE)
-                kept.append(value)
-                kept.append(CRLF)
-                continue
-            lowered = name.lower()
-            if lowered in PROXY_OWNED:
-                if lowered == b"x-forwarded-for":
-                    forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
-                elif believed is not None and lowered.startswith(b"x-forwarded-"):
-                    believed[lowered] = value
+            if not plain or (PROXY_OWNED_LENGTHS >> len(name)) & 1:
+                lowered = name.lower()
+                if lowered in PROXY_OWNED:
+                    if lowered == b"x-forwarded-for":
+                        forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+                    elif believed is not None and lowered.startswith(b"x-forwarded-"):
+                        believed[lowered] = value
+                    if believed is not None and lowered == real_ip_header:
+                        believed[b"real-ip"] = value.split(b",")[-1].strip()
+                    continue
                 if believed is not None and lowered == real_ip_header:
                     believed[b"real-ip"] = value.split(b",")[-1].strip()
-                continue
-            if believed is not None and lowered == real_ip_header:
-                believed[b"real-ip"] = value.split(b",")[-1].strip()
-            if dropped is not None and lowered in dropped:
-                continue  # named in the client's Connection header: hop-by-hop too
+                if dropped is not None and lowered in dropped:
+                    continue  # named in the client's Connection header: hop-by-hop too
             # Parts joined once at the end: concatenating each line would allocate three times.
             kept.append(name)
             kept.append(COLON_SPACE)
@@ -741,21 +736,17 @@ class Exchange:
         upstream_chunked = False
         dropped = self.response_connection_tokens
         for name, value in self.response_headers:
-            if dropped is None and not (RESPONSE_OWNED_LENGTHS >> len(name)) & 1:
-                kept.append(name)  # no owned header has a name this long: no need to lower it
-                kept.append(COLON_SPACE)
-                kept.append(value)
-                kept.append(CRLF)
-                continue
-            lowered = name.lower()
-            if lowered in RESPONSE_OWNED:
-                if lowered == b"content-length":
-                    upstream_length = value
-                elif lowered == b"transfer-encoding":
-                    upstream_chunked = True
-                continue
-            if dropped is not None and lowered in dropped:
-                continue  # named in the upstream's Connection header: hop-by-hop on that side
+            # A name no owned header is as long as needs no lowering (unless Connection named more).
+            if dropped is not None or (RESPONSE_OWNED_LENGTHS >> len(name)) & 1:
+                lowered = name.lower()
+                if lowered in RESPONSE_OWNED:
+                    if lowered == b"content-length":
+                        upstream_length = value
+                    elif lowered == b"transfer-encoding":
+                        upstream_chunked = True
+                    continue
+                if dropped is not None and lowered in dropped:
+                    continue  # named in the upstream's Connection header: hop-by-hop on that side
             kept.append(name)
             kept.append(COLON_SPACE)
             kept.append(value)
