@@ -341,6 +341,12 @@ class Bench:
             if any(code != 200 for code in codes):
                 raise AssertionError(f"version {self.version} acked but {path} answered {codes}")
         cp_log = self.cp.log_path
+        # A delta is announced (and served) before the CP stores the full snapshot and logs it.
+        for _ in range(100):
+            logged = log_events(cp_log, "publisher.published", offsets[self.cp.name])
+            if any(e["version"] == self.version for e in logged):
+                break
+            await asyncio.sleep(0.05)
         exported = [e for e in log_events(cp_log, "store.exported", offsets[self.cp.name])]
         published = [e for e in log_events(cp_log, "publisher.published", offsets[self.cp.name])]
         applied = [e for dp in dps for e in log_events(dp.log_path, "config_agent.applied", offsets[dp.name])]

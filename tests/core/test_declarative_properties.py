@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zonegate.core import canonical, declarative
+from zonegate.core import canonical, config_delta, declarative
 from zonegate.core.config import Config
 
 # -- a tiny model of a configuration ------------------------------------------------------------
@@ -332,3 +332,29 @@ def test_encoding_with_the_cache_equals_encoding_without(models_: list[Model], r
             assert canonical.encode_config(mixed, cache) == canonical.encode_config(mixed)
             assert canonical.encode_config(config, cache) == canonical.encode_config(config)
         previous = config
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(models(), min_size=2, max_size=5))
+def test_encoding_a_change_with_the_cache_equals_encoding_without(models_: list[Model]) -> None:
+    # As the publisher does: each config is the last one with a delta applied (unchanged
+    # entities shared), and the cache splices the delta's entities into the last bytes (here
+    # whatever the size of the change: these configs are small).
+    cache = canonical.EncodingCache()
+    config = declarative.load(render_nested(models_[0]))
+    canonical.encode_config(config, cache)
+    ratio, canonical._SPLICE_RATIO = canonical._SPLICE_RATIO, 0
+    try:
+        for model in models_[1:]:
+            delta = config_delta.diff(config, declarative.load(render_nested(model)))
+            changed = config_delta.apply(config, delta)
+            assert canonical.encode_config(changed, cache, config_delta.Change(config, delta)) == (
+                canonical.encode_config(changed)
+            )
+            config = changed
+    finally:
+        canonical._SPLICE_RATIO = ratio
+    # A change whose base is not what the cache encoded last is not spliced in.
+    first = declarative.load(render_nested(models_[0]))
+    stale = config_delta.Change(first, config_delta.diff(first, config))
+    assert canonical.encode_config(config, cache, stale) == canonical.encode_config(config)

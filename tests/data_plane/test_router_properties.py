@@ -26,7 +26,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zonegate.core import declarative
+from zonegate.core import config_delta, declarative
 from zonegate.core.config import Config
 from zonegate.core.pcre import to_python
 from zonegate.data_plane.router import compile_router, escape_path, join_upstream_path, normalize_request_path
@@ -338,3 +338,28 @@ def test_a_router_compiled_from_the_previous_one_decides_as_a_fresh_one(
     again = compile_router(chain[-1], cache_size=0, previous=previous)  # everything reused
     for request in batch:
         assert again.match(*request) == compile_router(chain[-1], cache_size=0).match(*request)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chain=st.lists(configs(), min_size=2, max_size=5), batch=st.lists(requests, min_size=1, max_size=8))
+def test_a_router_compiled_from_a_delta_decides_as_a_fresh_one(
+    chain: list[Config], batch: list[tuple[Any, ...]]
+) -> None:
+    # As a data plane applies a delta snapshot: the new config shares every unchanged entity
+    # with the one before, and the router looks only at the routes the delta (or a service in
+    # it) touches. Services come and go, get disabled, and routes move between them.
+    config = chain[0]
+    previous = compile_router(config, cache_size=0)
+    for target in chain[1:]:
+        before = [previous.match(*request) for request in batch]
+        delta = config_delta.diff(config, target)
+        config = config_delta.apply(config, delta)
+        updated = compile_router(config, cache_size=0, previous=previous, change=delta)
+        fresh = compile_router(config, cache_size=0)
+        for request in batch:
+            assert updated.match(*request) == fresh.match(*request), request
+        assert len(updated) == len(fresh)
+        assert updated.needs_headers == fresh.needs_headers
+        assert sorted(updated.rejected) == sorted(fresh.rejected)
+        assert [previous.match(*request) for request in batch] == before
+        previous = updated

@@ -34,7 +34,7 @@ from zonegate.bus.v1 import bus_pb2
 from zonegate.core import consistency
 from zonegate.core.canonical import ConfigHash, EncodingCache, encode_config
 from zonegate.core.config import Config
-from zonegate.core.config_delta import ConfigDelta
+from zonegate.core.config_delta import Change, ConfigDelta
 
 COMPRESSION: Final = "zstd"
 # A decompression bomb guard: no real config comes near it (100k entities are about 60 MiB).
@@ -86,20 +86,21 @@ def prepare(
     signer_node: str,
     plugin_versions: Mapping[str, str],
     cache: EncodingCache | None = None,
-    changed_from: ConfigDelta | None = None,
+    changed_from: Change | None = None,
 ) -> Prepared:
     """Check and encode a config; raises SnapshotRejected when it fails its own check.
 
     ``cache``: the encodings of the last snapshot built with it (one publisher's, used by one
     thread at a time), so unchanged entities are not encoded again. ``changed_from``: what
-    changed since a snapshot that passed this check, so only what it touches is checked again."""
+    changed since a snapshot that passed this check, so only what it touches is checked again
+    (and, when that snapshot is the one ``cache`` encoded last, encoded again)."""
     if changed_from is not None:
-        problems = consistency.delta_problems(config, changed_from)
+        problems = consistency.delta_problems(config, changed_from.delta)
     else:
         problems = consistency.problems(config)
     if problems:
         raise SnapshotRejected("config fails its consistency check: " + "; ".join(problems))
-    raw, hashes = encode_config(config, cache)
+    raw, hashes = encode_config(config, cache, changed_from)
     header = bus_pb2.SnapshotHeader(
         version=version,
         config_hash=hashes.config_hash,
@@ -144,7 +145,7 @@ def encode(
     inline_limit: int,
     bucket: str,
     cache: EncodingCache | None = None,
-    changed_from: ConfigDelta | None = None,
+    changed_from: Change | None = None,
 ) -> EncodedSnapshot:
     """``prepare`` then ``seal``: a signed snapshot in one call."""
     prepared = prepare(

@@ -19,7 +19,7 @@ from typing import Final
 from zonegate.control_plane.store import Revision, Snapshot, Store
 from zonegate.core import config_delta
 from zonegate.core.config import Config
-from zonegate.core.config_delta import ConfigDelta
+from zonegate.core.config_delta import Change, ConfigDelta
 from zonegate.core.schema import Entity
 
 MAX_REVISIONS: Final = 1000
@@ -36,9 +36,12 @@ class ConfigTracker:
     _steps: int = 0
     full_reads: int = 0
     incremental_reads: int = 0
+    # What the last call moved the config by (None: it re-read it whole, or nothing changed).
+    change: Change | None = None
 
     async def current(self) -> Snapshot:
         """The stored config as of the latest committed version."""
+        self.change = None
         if self.version is None or self._steps >= self.full_every:
             return await self._reload()
         latest = await self.store.config_version()
@@ -53,7 +56,9 @@ class ConfigTracker:
             return await self._reload()
         # Unchanged kinds and entities stay the very objects they were: what the publisher's
         # encoding cache and diff rely on.
-        self._config = config_delta.apply(self._config, _as_delta(revisions))
+        delta = _as_delta(revisions)
+        self.change = Change(self._config, delta)
+        self._config = config_delta.apply(self._config, delta)
         self.version = latest
         self._steps += 1
         self.incremental_reads += 1

@@ -364,8 +364,17 @@ class Publisher:
         if base is not None and on_bus is not None and (base.version, base.config_hash) != on_bus:
             base = None  # the bus moved on without us (another leader): no delta from our last
         # What changed since the last snapshot (entities are the same objects when unchanged):
-        # the delta data planes get, and all the consistency check needs to look at.
-        change = config_delta.diff(base.config, current.config) if base is not None else None
+        # the delta data planes get, and all the consistency check needs to look at. The
+        # revisions the tracker just read say it, when they start from that snapshot.
+        change: config_delta.ConfigDelta | None = None
+        changed_from: config_delta.Change | None = None
+        if base is not None:
+            tracked = self._tracker.change
+            if tracked is not None and tracked.base is base.config:
+                change = tracked.delta
+            else:
+                change = config_delta.diff(base.config, current.config)
+            changed_from = config_delta.Change(base.config, change)
         names = self.options.names
         prepared = await asyncio.to_thread(
             snapshot.prepare,
@@ -376,7 +385,7 @@ class Publisher:
             signer_node=self.options.node_id,
             plugin_versions=self.options.plugin_versions or {},
             cache=self._encodings,
-            changed_from=change,
+            changed_from=changed_from,
         )
         delta = b""
         if base is not None and change is not None and not resign:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Final, Protocol
 
+import msgspec
 import structlog
+import zstandard
 from aiohttp import web
 
 from zonegate.control_plane.admin_api import build_app
@@ -21,8 +23,9 @@ from zonegate.control_plane.config_tracker import ConfigTracker
 from zonegate.control_plane.listener import ConfigListener
 from zonegate.control_plane.node import open_store
 from zonegate.control_plane.store import Store
-from zonegate.core.canonical import ConfigHash, config_hash
+from zonegate.core.canonical import ConfigHash, EncodingCache, encode_config
 from zonegate.core.config import Config
+from zonegate.core.config_delta import Change
 from zonegate.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -32,7 +35,13 @@ POLL_SECONDS: Final = 5.0
 
 class SnapshotTarget(Protocol):
     async def apply_snapshot(
-        self, config: Config, version: int, hashes: ConfigHash, payload: bytes | None = None
+        self,
+        config: Config,
+        version: int,
+        hashes: ConfigHash,
+        payload: bytes | None = None,
+        delta: bytes | None = None,
+        change: Change | None = None,
     ) -> None: ...
 
 
@@ -42,6 +51,7 @@ class StoreFollower:
         self._target = target
         self._store: Store | None = None
         self._tracker: ConfigTracker | None = None  # the store's config, followed by revisions
+        self._encodings = EncodingCache()  # hashes a change without encoding the rest again
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: ConfigListener | None = None
@@ -85,8 +95,13 @@ class StoreFollower:
                 snapshot = await self._tracker.current()
                 if snapshot.version <= self.version:
                     continue
-                hashes = await asyncio.to_thread(config_hash, snapshot.config)
-                await self._target.apply_snapshot(snapshot.config, snapshot.version, hashes)
+                # The revisions' change, when the tracker read them: only what it names is
+                # hashed and rebuilt (the router updates the routes that moved).
+                change = self._tracker.change
+                hashes, payload, delta = await asyncio.to_thread(self._encode, snapshot.config, change)
+                await self._target.apply_snapshot(
+                    snapshot.config, snapshot.version, hashes, payload, delta, change
+                )
                 digest = hashes.config_hash
                 self.version = snapshot.version
                 log.info("config.followed", version=snapshot.version, config_hash=digest)
@@ -96,6 +111,16 @@ class StoreFollower:
                 log.warning("config.follow_failed", error=repr(exc))
                 await asyncio.sleep(1.0)
                 self._wanted.set()
+
+    def _encode(self, config: Config, change: Change | None) -> tuple[ConfigHash, bytes | None, bytes | None]:
+        """The config's hashes, and what the LMDB cache keeps of it: the change alone when there
+        is one (appended, so workers follow it too), else the whole config; both as a data
+        plane caches them (zstd of the canonical JSON of the config, or of the delta)."""
+        raw, hashes = encode_config(config, self._encodings, change)
+        compressor = zstandard.ZstdCompressor(level=3)
+        if change is not None:
+            return hashes, None, compressor.compress(msgspec.json.encode(change.delta.document()))
+        return hashes, compressor.compress(raw), None
 
     async def close(self) -> None:
         if self._task is not None:

@@ -15,6 +15,7 @@ payload and the six sub-hashes are assembled from those pieces.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
@@ -22,6 +23,7 @@ from typing import Any, Final
 import msgspec
 
 from zonegate.core.config import Config
+from zonegate.core.config_delta import Change
 from zonegate.core.entities import KINDS
 from zonegate.core.schema import Entity
 
@@ -64,20 +66,21 @@ class EncodingCache:
     (entities are read-only dicts) and only the kinds they belong to (a new tuple), so from one
     version to the next almost everything is the same object: a kind whose tuple is unchanged
     keeps its bytes and its group's digest, and in a changed kind only the new entities are
-    encoded.
+    encoded. Given the change itself (``Change``, whose base is the config encoded last), a
+    changed kind is not even walked: its entities' bytes are spliced into the last list.
     """
 
     __slots__ = ("_digests", "_kinds")
 
     def __init__(self) -> None:
-        # kind -> (entity tuple, its bytes, id -> (entity, its bytes))
-        self._kinds: dict[str, tuple[tuple[Entity, ...], bytes, dict[str, tuple[Entity, bytes]]]] = {}
+        # kind -> (entity tuple, its bytes, each entity's bytes in the same order)
+        self._kinds: dict[str, tuple[tuple[Entity, ...], bytes, list[bytes]]] = {}
         # group -> (the pieces it was made from, its digest)
         self._digests: dict[str, tuple[tuple[bytes, ...], str]] = {}
 
-    def kind_bytes(self, config: Config) -> dict[str, bytes]:
+    def kind_bytes(self, config: Config, change: Change | None = None) -> dict[str, bytes]:
         previous = self._kinds
-        current: dict[str, tuple[tuple[Entity, ...], bytes, dict[str, tuple[Entity, bytes]]]] = {}
+        current: dict[str, tuple[tuple[Entity, ...], bytes, list[bytes]]] = {}
         parts: dict[str, bytes] = {}
         for kind in KINDS:
             entities = config.of(kind)
@@ -88,17 +91,22 @@ class EncodingCache:
                 current[kind] = known
                 parts[kind] = known[1]
                 continue
-            before = known[2] if known is not None else {}
-            by_id: dict[str, tuple[Entity, bytes]] = {}
-            pieces: list[bytes] = []
-            for entity in entities:
-                hit = before.get(entity["id"])
-                data = hit[1] if hit is not None and hit[0] is entity else _encode(entity)
-                by_id[entity["id"]] = (entity, data)
-                pieces.append(data)
+            pieces = None
+            if known is not None and change is not None and known[0] is change.base.of(kind):
+                pieces = _spliced_pieces(
+                    known[0],
+                    known[2],
+                    entities,
+                    change.delta.upserts.get(kind, ()),
+                    change.delta.deletes.get(kind, ()),
+                )
+            if pieces is None:
+                pieces = _reused_pieces(known[0], known[2], entities) if known is not None else None
+            if pieces is None:
+                pieces = [_encode(entity) for entity in entities]
             # What the encoder writes for the list: its items' bytes, comma-separated.
             parts[kind] = b"[" + b",".join(pieces) + b"]"
-            current[kind] = (entities, parts[kind], by_id)
+            current[kind] = (entities, parts[kind], pieces)
         self._kinds = current
         return parts
 
@@ -124,6 +132,59 @@ class EncodingCache:
         self._digests = digests
         combined = "".join(hashes[group] for group in HASH_GROUPS)
         return ConfigHash(_digest(combined.encode()), hashes)
+
+
+def _id_of(entity: Entity) -> str:
+    return str(entity["id"])
+
+
+# A change to more than one entity in this many of a kind is not spliced: walking the kind
+# costs about the same then.
+_SPLICE_RATIO: Final = 16
+
+
+def _spliced_pieces(
+    before: tuple[Entity, ...],
+    pieces_before: list[bytes],
+    after: tuple[Entity, ...],
+    upserts: tuple[Entity, ...],
+    deletes: tuple[str, ...],
+) -> list[bytes] | None:
+    """The bytes of ``after`` (``before`` with ``deletes`` removed and ``upserts`` put in, all
+    sorted by id), made from ``before``'s by re-encoding only the upserted entities; None when
+    the change is large or does not fit ``after`` (then the kind is walked instead)."""
+    if (len(upserts) + len(deletes)) * _SPLICE_RATIO > len(after):
+        return None
+    pieces = list(pieces_before)
+    gone = [bisect.bisect_left(before, entity_id, key=_id_of) for entity_id in deletes]
+    for at, entity_id in sorted(zip(gone, deletes, strict=True), reverse=True):
+        if at < len(before) and before[at]["id"] == entity_id:
+            del pieces[at]
+    # In id order: every entity before position ``at`` in ``after`` is already in place.
+    for entity in sorted(upserts, key=_id_of):
+        entity_id = _id_of(entity)
+        at = bisect.bisect_left(after, entity_id, key=_id_of)
+        if at >= len(after) or after[at]["id"] != entity_id:
+            return None
+        old = bisect.bisect_left(before, entity_id, key=_id_of)
+        data = _encode(after[at])
+        if old < len(before) and before[old]["id"] == entity_id:
+            pieces[at] = data
+        else:
+            pieces.insert(at, data)
+    return pieces if len(pieces) == len(after) else None
+
+
+def _reused_pieces(
+    before: tuple[Entity, ...], pieces_before: list[bytes], after: tuple[Entity, ...]
+) -> list[bytes]:
+    """The bytes of ``after``, reusing ``before``'s for each entity that is the same object."""
+    known = {entity["id"]: (entity, data) for entity, data in zip(before, pieces_before, strict=True)}
+    pieces = []
+    for entity in after:
+        hit = known.get(entity["id"])
+        pieces.append(hit[1] if hit is not None and hit[0] is entity else _encode(entity))
+    return pieces
 
 
 def _object(parts: dict[str, bytes]) -> bytes:
@@ -172,11 +233,14 @@ def config_hash(config: Config) -> ConfigHash:
     return _hash_of(config, _kind_bytes(config))
 
 
-def encode_config(config: Config, cache: EncodingCache | None = None) -> tuple[bytes, ConfigHash]:
+def encode_config(
+    config: Config, cache: EncodingCache | None = None, change: Change | None = None
+) -> tuple[bytes, ConfigHash]:
     """``canonical_bytes`` and ``config_hash`` of ``config``, each kind encoded only once (and
-    with ``cache``, each entity only when it is not the object encoded last time)."""
+    with ``cache``, each entity only when it is not the object encoded last time; with
+    ``change`` too, only the entities it names)."""
     if cache is None:
         kinds = _kind_bytes(config)
         return _object(kinds), _hash_of(config, kinds)
-    kinds = cache.kind_bytes(config)
+    kinds = cache.kind_bytes(config, change)
     return _object(kinds), cache.hash_of(config, kinds)

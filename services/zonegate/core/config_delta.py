@@ -9,9 +9,10 @@ Invariant (property-tested): ``apply(a, diff(a, b)) == b`` for any two configs.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from zonegate.core.config import Config
 from zonegate.core.entities import KINDS
@@ -45,6 +46,15 @@ class ConfigDelta:
             kind: tuple(_entity_id(item) for item in items) for kind, items in _part(document, "deletes")
         }
         return cls(upserts, deletes)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A delta together with the config it was applied to: a consumer that built something from
+    ``base`` may rebuild only what the delta names, and can tell by identity that it is its base."""
+
+    base: Config
+    delta: ConfigDelta
 
 
 def _part(document: dict[str, Any], name: str) -> list[tuple[str, list[Any]]]:
@@ -94,16 +104,46 @@ def apply(config: Config, delta: ConfigDelta) -> Config:
     """``config`` with the delta's entities replaced and removed (unchanged entities shared)."""
     entities = dict(config.entities)
     for kind in set(delta.upserts) | set(delta.deletes):
-        by_id = {entity["id"]: entity for entity in config.of(kind)}
-        for entity_id in delta.deletes.get(kind, ()):
-            by_id.pop(entity_id, None)
-        for entity in delta.upserts.get(kind, ()):
-            by_id[entity["id"]] = entity
-        if by_id:
-            entities[kind] = tuple(sorted(by_id.values(), key=_by_id))
+        current = config.of(kind)
+        upserts, deletes = delta.upserts.get(kind, ()), delta.deletes.get(kind, ())
+        if (len(upserts) + len(deletes)) * _SPLICE_RATIO <= len(current):
+            items = _spliced(current, upserts, deletes)
+        else:
+            by_id = {entity["id"]: entity for entity in current}
+            for entity_id in deletes:
+                by_id.pop(entity_id, None)
+            for entity in upserts:
+                by_id[entity["id"]] = entity
+            items = sorted(by_id.values(), key=_by_id)
+        if items:
+            entities[kind] = tuple(items)
         else:
             entities.pop(kind, None)
     return Config({kind: entities[kind] for kind in KINDS if kind in entities})
+
+
+# A change to fewer entities than one in this many of a kind is spliced into the sorted list
+# (a binary search each: a few entities of 10,000 cost microseconds, not a re-sort).
+_SPLICE_RATIO: Final = 16
+
+
+def _spliced(
+    current: tuple[Entity, ...], upserts: tuple[Entity, ...], deletes: tuple[str, ...]
+) -> list[Entity]:
+    """``current`` (sorted by id) without ``deletes`` and with ``upserts`` put in their places."""
+    items = list(current)
+    for entity_id in deletes:
+        at = bisect.bisect_left(items, entity_id, key=_by_id)
+        if at < len(items) and items[at]["id"] == entity_id:
+            del items[at]
+    for entity in upserts:
+        entity_id = _by_id(entity)
+        at = bisect.bisect_left(items, entity_id, key=_by_id)
+        if at < len(items) and items[at]["id"] == entity_id:
+            items[at] = entity
+        else:
+            items.insert(at, entity)
+    return items
 
 
 def _by_id(entity: Entity) -> str:

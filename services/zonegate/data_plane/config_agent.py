@@ -50,6 +50,7 @@ from zonegate.bus.v1 import bus_pb2
 from zonegate.core import compat, config_delta
 from zonegate.core.canonical import ConfigHash
 from zonegate.core.config import Config
+from zonegate.core.config_delta import Change
 
 _LAG_RETRIES: Final = 5
 _LAG_DELAY: Final = 0.05
@@ -69,9 +70,11 @@ class SnapshotTarget(Protocol):
         hashes: ConfigHash,
         payload: bytes | None = None,
         delta: bytes | None = None,
+        change: Change | None = None,
     ) -> None:
         """``payload``: the snapshot's compressed canonical JSON, cached as it is (no re-encoding);
-        ``delta``: a delta's payload, cached after the config it applies to."""
+        ``delta``: a delta's payload, cached after the config it applies to; ``change``: that
+        delta decoded, with the config it was applied to (only what it names is rebuilt)."""
         ...
 
 
@@ -116,6 +119,7 @@ class ConfigAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscription: Any = None
         self._last_sequence = 0
+        self._from_delta: tuple[int, str] | None = None  # applied from a delta, full one not seen yet
         self.offers = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -169,6 +173,12 @@ class ConfigAgent:
             and announcement.config_hash == state.config_hash
             and state.status == "normal"
         ):
+            if self._from_delta == (announcement.version, announcement.config_hash):
+                # The full snapshot of the delta just applied: nothing in the stream for the
+                # watchdog to re-read. (Only this one: a later copy of the same version, say
+                # re-signed with a new key, is still read and judged.)
+                self._from_delta = None
+                self._last_sequence = max(self._last_sequence, int(announcement.stream_sequence))
             return
         # Runs in nats-py's subscription task: hand off, so a slow apply never blocks the client.
         if announcement.delta:
@@ -243,11 +253,12 @@ class ConfigAgent:
                 return True  # the full snapshot carries the same versions: refused for both
             started = time.monotonic()
             try:
-                config = await asyncio.to_thread(self._apply_delta, opened)
+                config, change = await asyncio.to_thread(self._apply_delta, opened)
             except SnapshotRejected as exc:
                 log.warning("config_agent.delta_unusable", version=opened.version, reason=str(exc))
                 return False
-            await self._apply(opened, sequence, config, started, delta=opened.inline_payload)
+            await self._apply(opened, sequence, config, started, delta=opened.inline_payload, change=change)
+            self._from_delta = (opened.version, opened.config_hash)
             return True
 
     async def _compatible_or_refuse(self, opened: OpenedSnapshot, sequence: int) -> bool:
@@ -277,10 +288,11 @@ class ConfigAgent:
         *,
         payload: bytes | None = None,
         delta: bytes | None = None,
+        change: Change | None = None,
     ) -> None:
         decoded = time.monotonic()
         try:
-            await self._target.apply_snapshot(config, opened.version, opened.hashes, payload, delta)
+            await self._target.apply_snapshot(config, opened.version, opened.hashes, payload, delta, change)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # valid but not appliable (a bug): keep serving, say why
@@ -330,9 +342,10 @@ class ConfigAgent:
             configured_plugins=dict(opened.header.plugins),
         )
 
-    def _apply_delta(self, opened: OpenedSnapshot) -> Config:
-        change = decode_delta(opened, opened.inline_payload)
-        return checked(config_delta.apply(self._target.config, change), change)
+    def _apply_delta(self, opened: OpenedSnapshot) -> tuple[Config, Change]:
+        delta = decode_delta(opened, opened.inline_payload)
+        base = self._target.config
+        return checked(config_delta.apply(base, delta), delta), Change(base, delta)
 
     def _is_new(self, opened: OpenedSnapshot) -> bool:
         state = self.state

@@ -29,6 +29,7 @@ from zonegate import compiled
 from zonegate.core import declarative
 from zonegate.core.canonical import ConfigHash, config_hash
 from zonegate.core.config import Config
+from zonegate.core.config_delta import Change
 from zonegate.core.errors import DeclarativeConfigError
 from zonegate.data_plane.config_agent import SyncState
 from zonegate.data_plane.hybrid import DataPlaneHybrid
@@ -123,20 +124,25 @@ class DbLessNode:
         digest: str | None = None,
         payload: bytes | None = None,
         delta: bytes | None = None,
+        hashes: ConfigHash | None = None,
     ) -> None:
         """``version``: a control plane's; None for a local change (reload, POST /config).
         ``payload``: the snapshot's compressed canonical JSON, stored as it came; ``delta``: a
         delta snapshot's payload, appended after the cached config (the whole config is written
-        instead when the cache cannot take another delta)."""
+        instead when the cache cannot take another delta). ``hashes``: the snapshot's signed
+        hashes; recorded with the config so that workers need not hash it again."""
         assert self.cache is not None
         self.version = self.version + 1 if version is None else version
-        digest = digest or config_hash(config).config_hash
-        if delta is not None and self.cache.append_delta(delta, digest, self.version):
+        if hashes is None and not digest:
+            hashes = config_hash(config)  # hashed anyway for the digest: the groups come free
+        digest = digest or (hashes.config_hash if hashes is not None else "")
+        groups = hashes.hashes if hashes is not None and hashes.config_hash == digest else None
+        if delta is not None and self.cache.append_delta(delta, digest, self.version, groups):
             return
         if payload is not None:
-            self.cache.write_compressed(payload, digest, self.version)
+            self.cache.write_compressed(payload, digest, self.version, groups)
         else:
-            self.cache.write(config, digest, self.version)
+            self.cache.write(config, digest, self.version, groups)
 
     async def run(self) -> None:
         settings = self.settings
@@ -275,9 +281,12 @@ class DbLessNode:
         hashes: ConfigHash,
         payload: bytes | None = None,
         delta: bytes | None = None,
+        change: Change | None = None,
     ) -> None:
         """A control plane's snapshot, checked by the config agent: cache it, then serve it."""
-        await self.apply_config(config, version=version, hashes=hashes, payload=payload, delta=delta)
+        await self.apply_config(
+            config, version=version, hashes=hashes, payload=payload, delta=delta, change=change
+        )
 
     async def apply_config(
         self,
@@ -287,6 +296,7 @@ class DbLessNode:
         hashes: ConfigHash | None = None,
         payload: bytes | None = None,
         delta: bytes | None = None,
+        change: Change | None = None,
     ) -> None:
         """Make a validated config the active one: LMDB cache first, then the proxy.
 
@@ -298,6 +308,6 @@ class DbLessNode:
             raise RuntimeError("the node is not started")
         async with self.applying:
             digest = hashes.config_hash if hashes is not None else None
-            await asyncio.to_thread(self._write_cache, config, version, digest, payload, delta)
-            await host.apply(config, hashes)
+            await asyncio.to_thread(self._write_cache, config, version, digest, payload, delta, hashes)
+            await host.apply(config, hashes, change)
             self.config = config

@@ -21,6 +21,7 @@ import structlog
 
 from zonegate.core.canonical import ConfigHash
 from zonegate.core.config import Config
+from zonegate.core.config_delta import Change
 from zonegate.data_plane.access_log import AccessLog
 from zonegate.data_plane.health import HealthChecker
 from zonegate.data_plane.heap import without_gc
@@ -44,7 +45,9 @@ class ProxyHost(Protocol):
 
     async def start(self, config: Config) -> None: ...
 
-    async def apply(self, config: Config, hashes: ConfigHash | None = None) -> None: ...
+    async def apply(
+        self, config: Config, hashes: ConfigHash | None = None, change: Change | None = None
+    ) -> None: ...
 
     async def stats(self) -> dict[str, int]: ...
 
@@ -131,13 +134,15 @@ class InProcessProxy:
         await self.server.listen(settings.proxy_listen, reuse_port=self.reuse_port)
         self.config_hash = runtime.config_hash
 
-    async def apply(self, config: Config, hashes: ConfigHash | None = None) -> None:
+    async def apply(
+        self, config: Config, hashes: ConfigHash | None = None, change: Change | None = None
+    ) -> None:
         server = self.server
         assert server is not None
         # Compiling the router for a large config is long: in a thread, off the event loop
         # (build_runtime is pure; the swap below is one assignment on the loop).
         runtime = await asyncio.to_thread(
-            without_gc, build_runtime, config, server.runtime, known_hash=hashes
+            without_gc, build_runtime, config, server.runtime, known_hash=hashes, change=change
         )
         # Resolve new target names and start their probes before any request can pick them.
         await self.health.update(runtime.balancers)
@@ -210,7 +215,7 @@ class _Worker:
 
 
 class WorkerPool:
-    """``workers`` processes; the agent writes LMDB first, then asks each worker to reload."""
+    """``workers`` processes; the agent writes LMDB first, then asks every worker to reload."""
 
     def __init__(self, settings: Settings, count: int, worker_argv: Sequence[str] | None = None) -> None:
         self.settings = settings
@@ -263,15 +268,25 @@ class WorkerPool:
             except (ConnectionError, TimeoutError, ValueError) as exc:
                 log.error("worker.restart_failed", index=worker.index, error=str(exc))
 
-    async def apply(self, config: Config, hashes: ConfigHash | None = None) -> None:
-        del config, hashes  # already in LMDB
-        for worker in self.workers:
-            try:
-                reply = await worker.call({"op": "reload"})
-            except (ConnectionError, TimeoutError, ValueError) as exc:
-                log.error("worker.reload_failed", index=worker.index, error=str(exc))
-                continue
-            self.config_hash = str(reply.get("config_hash", self.config_hash))
+    async def apply(
+        self, config: Config, hashes: ConfigHash | None = None, change: Change | None = None
+    ) -> None:
+        del config, hashes, change  # already in LMDB
+        # All at once: each worker rebuilds on its own core, so a change is live everywhere
+        # after one worker's rebuild rather than after all of them in turn.
+        replies = await asyncio.gather(*(self._reload(worker) for worker in self.workers))
+        for reply in replies:  # in worker order, as before: the last worker that answered wins
+            if reply is not None:
+                self.config_hash = str(reply.get("config_hash", self.config_hash))
+
+    async def _reload(self, worker: _Worker) -> dict[str, Any] | None:
+        """The worker's reply, or None when it did not answer (logged; its supervisor restarts a
+        dead worker, which then reads the cache at start)."""
+        try:
+            return await worker.call({"op": "reload"})
+        except (ConnectionError, TimeoutError, ValueError) as exc:
+            log.error("worker.reload_failed", index=worker.index, error=str(exc))
+            return None
 
     async def stats(self) -> dict[str, int]:
         total: dict[str, int] = {}

@@ -77,6 +77,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from zonegate.core.config import Config
+from zonegate.core.config_delta import ConfigDelta
 from zonegate.core.pcre import to_python
 from zonegate.core.uri import normalize as normalize_request_path
 from zonegate.data_plane.route_index import (
@@ -450,6 +451,8 @@ class Router:
         "_matchers",
         "_no_host",
         "_prefix_hosts",
+        "_routes_of",
+        "_service_of",
         "_suffix_hosts",
         "needs_headers",
         "rejected",
@@ -464,10 +467,16 @@ class Router:
         size: int,
         cache_size: int = MATCH_CACHE_SIZE,
         matchers: dict[str, _Compiled] | None = None,
+        routes_of: dict[str | None, dict[str, dict[str, Any]]] | None = None,
+        service_of: dict[str, str | None] | None = None,
     ) -> None:
         # Route id -> what was compiled for it, and the index, so the next compile reuses and
         # updates what did not change.
         self._matchers: dict[str, _Compiled] = matchers or {}
+        # Every route (compiled or not) by service id, and each route's service id: which routes
+        # a changed service touches, without looking at every route.
+        self._routes_of: dict[str | None, dict[str, dict[str, Any]]] = routes_of or {}
+        self._service_of: dict[str, str | None] = service_of or {}
         self._index = index
         self._exact = index.exact
         self._suffix_hosts = index.suffix
@@ -733,6 +742,7 @@ def compile_router(
     honor_path_handling: bool = False,
     cache_size: int = MATCH_CACHE_SIZE,
     previous: Router | None = None,
+    change: ConfigDelta | None = None,
 ) -> Router:
     """Index the HTTP routes of ``config``; routes of disabled services are left out, as Kong exports them.
 
@@ -740,75 +750,183 @@ def compile_router(
     applies ``path_handling: v1`` as the ``traditional`` flavour did instead of ignoring it.
     ``previous``: the router of the config this one replaces; a route equal to its entry there
     (route and service fields alike) keeps its compiled matchers, so a change to one route of
-    10,000 compiles one route and re-indexes the rest.
+    10,000 compiles one route and re-indexes the rest. ``change``: exactly what turned the
+    previous router's config into ``config`` (a delta snapshot); then only the routes it names,
+    and the routes of the services it names, are looked at, instead of every route.
     """
+    if previous is not None and change is not None:
+        return _compile_change(config, previous, change, honor_path_handling, cache_size)
     services = config.by_id("services")
     known = previous._matchers if previous is not None else {}
     compiled: dict[str, _Compiled] = {}
     reused: set[str] = set()
     same_services: dict[str, bool] = {}  # service id -> equal to its previous version
     rejected: list[tuple[str, str]] = []
-    needs_headers: set[str] = set()
+    routes_of: dict[str | None, dict[str, dict[str, Any]]] = {}
+    service_of: dict[str, str | None] = {}
     for route in config.of("routes"):
-        route_id = route["id"]
         ref = route.get("service")
-        service = services.get(ref["id"]) if ref else None
+        service_id: str | None = ref["id"] if ref else None
+        service = services.get(service_id) if service_id is not None else None
+        route_id: str = route["id"]
+        routes_of.setdefault(service_id, {})[route_id] = route
+        service_of[route_id] = service_id
         before = known.get(route_id)
-        if (
-            before is not None
-            and before[0] is route
-            and before[1] is service
-            and before[2] == honor_path_handling
-        ):
-            # The very objects compiled last time (a delta keeps unchanged entities): nothing to check.
-            compiled[route_id] = before
-            reused.add(route_id)
-            if route.get("headers"):
-                needs_headers.update(_header_name(name) for name in route["headers"])
-            continue
-        if not HTTP_PROTOCOLS.intersection(route.get("protocols") or ()):
-            continue  # stream routes belong to the stream router
-        if service is not None and service.get("enabled") is False:
-            continue
-        if (
-            before is not None
-            and before[2] == honor_path_handling
-            and (before[0] is route or before[0] == route)
-            and _same_service(before[1], service, same_services)
-        ):
-            for matcher in before[3]:  # equal values: point at this config's objects, free the old
-                matcher.route = route
-                matcher.service = service
-            compiled[route_id] = (route, service, honor_path_handling, before[3], before[4])
-            reused.add(route_id)
-        else:
-            try:
-                built = [
-                    _Matcher(route, service, sub_id, paths, honor_path_handling)
-                    for sub_id, paths in split_paths(route)
-                ]
-            except re.error as exc:
-                rejected.append((route_id, f"invalid regex: {exc}"))
-                continue
-            compiled[route_id] = (route, service, honor_path_handling, built, _route_hosts(route))
-        needs_headers.update(_header_name(name) for name in route.get("headers") or ())
-
-    def placed(entries: Iterable[_Compiled]) -> Iterator[tuple[_Matcher, list[tuple[str, str, int | None]]]]:
-        return ((matcher, entry[4]) for entry in entries for matcher in entry[3])
-
+        _compile_route(route, service, before, honor_path_handling, same_services, compiled, reused, rejected)
     changed = len(compiled) - len(reused) + len(known) - len(reused)
     if previous is None or changed > max(_INCREMENTAL_LIMIT, len(compiled) // 8):
-        index = RouteIndex.build(placed(compiled.values()))
+        index = RouteIndex.build(_placed(compiled.values()))
     else:
         index = previous._index.updated(
-            placed(entry for route_id, entry in known.items() if route_id not in reused),
-            placed(entry for route_id, entry in compiled.items() if route_id not in reused),
+            _placed(entry for route_id, entry in known.items() if route_id not in reused),
+            _placed(entry for route_id, entry in compiled.items() if route_id not in reused),
         )
     return Router(
         index,
-        needs_headers=frozenset(needs_headers),
+        needs_headers=_header_names(compiled.values()),
         rejected=tuple(rejected),
         size=len(compiled),
         cache_size=cache_size,
         matchers=compiled,
+        routes_of=routes_of,
+        service_of=service_of,
     )
+
+
+def _compile_change(
+    config: Config, previous: Router, change: ConfigDelta, honor_path_handling: bool, cache_size: int
+) -> Router:
+    """``compile_router`` for a known change: every route it does not touch keeps its entry."""
+    gone = set(change.deletes.get("routes", ()))
+    upserted: dict[str, dict[str, Any]] = {route["id"]: route for route in change.upserts.get("routes", ())}
+    routes_of, service_of = _moved_routes(previous, gone, upserted)
+    affected = dict(upserted)
+    for service_id in change.deletes.get("services", ()):
+        routes_of.pop(service_id, None)  # its routes went with it (a delete cascades)
+    for changed in change.upserts.get("services", ()):
+        # Its routes, changed or not, point at another service object now.
+        for route_id, route in routes_of.get(changed["id"], {}).items():
+            affected.setdefault(route_id, route)
+    first = next(iter(previous._matchers.values()), None)
+    if len(affected) > max(_INCREMENTAL_LIMIT, previous.size // 8) or (
+        first is not None and first[2] != honor_path_handling
+    ):
+        return compile_router(
+            config, honor_path_handling=honor_path_handling, cache_size=cache_size, previous=previous
+        )
+    services = config.by_id("services") if affected else {}
+    compiled = dict(previous._matchers)
+    removed = [compiled.pop(route_id) for route_id in gone if route_id in compiled]
+    reused: set[str] = set()
+    rejected = [item for item in previous.rejected if item[0] not in affected and item[0] not in gone]
+    same_services: dict[str, bool] = {}
+    for route_id, route in affected.items():
+        before = compiled.pop(route_id, None)
+        ref = route.get("service")
+        service = services.get(ref["id"]) if ref else None
+        _compile_route(route, service, before, honor_path_handling, same_services, compiled, reused, rejected)
+        if before is not None and route_id not in reused:
+            removed.append(before)
+    added = [compiled[route_id] for route_id in affected if route_id in compiled and route_id not in reused]
+    index = previous._index.updated(_placed(removed), _placed(added)) if removed or added else previous._index
+    headers_moved = any(entry[0].get("headers") for entry in (*removed, *added))
+    return Router(
+        index,
+        needs_headers=_header_names(compiled.values()) if headers_moved else previous.needs_headers,
+        rejected=tuple(rejected),
+        size=len(compiled),
+        cache_size=cache_size,
+        matchers=compiled,
+        routes_of=routes_of,
+        service_of=service_of,
+    )
+
+
+def _moved_routes(
+    previous: Router, gone: set[str], upserted: dict[str, dict[str, Any]]
+) -> tuple[dict[str | None, dict[str, dict[str, Any]]], dict[str, str | None]]:
+    """``previous``'s routes by service with ``gone`` removed and ``upserted`` put in (copies of
+    the maps and of the per-service tables they touch; ``previous`` keeps its own)."""
+    routes_of = dict(previous._routes_of)
+    service_of = dict(previous._service_of)
+    copied: set[str | None] = set()
+
+    def table(service_id: str | None) -> dict[str, dict[str, Any]]:
+        if service_id not in copied:
+            copied.add(service_id)
+            routes_of[service_id] = dict(routes_of.get(service_id, {}))
+        return routes_of[service_id]
+
+    for route_id in gone:
+        if route_id in service_of:
+            table(service_of.pop(route_id)).pop(route_id, None)
+    for route_id, route in upserted.items():
+        ref = route.get("service")
+        service_id: str | None = ref["id"] if ref else None
+        if route_id in service_of and service_of[route_id] != service_id:
+            table(service_of[route_id]).pop(route_id, None)
+        table(service_id)[route_id] = route
+        service_of[route_id] = service_id
+    for service_id in copied:
+        if not routes_of[service_id]:
+            del routes_of[service_id]
+    return routes_of, service_of
+
+
+def _compile_route(
+    route: dict[str, Any],
+    service: dict[str, Any] | None,
+    before: _Compiled | None,
+    honor_path_handling: bool,
+    same_services: dict[str, bool],
+    compiled: dict[str, _Compiled],
+    reused: set[str],
+    rejected: list[tuple[str, str]],
+) -> None:
+    """Put ``route``'s entry in ``compiled`` (id in ``reused`` when ``before`` still serves), or
+    leave it out: a stream route, a disabled service, a regex that does not compile."""
+    route_id = route["id"]
+    if (
+        before is not None
+        and before[0] is route
+        and before[1] is service
+        and before[2] == honor_path_handling
+    ):
+        # The very objects compiled last time (a delta keeps unchanged entities): nothing to check.
+        compiled[route_id] = before
+        reused.add(route_id)
+        return
+    if not HTTP_PROTOCOLS.intersection(route.get("protocols") or ()):
+        return  # stream routes belong to the stream router
+    if service is not None and service.get("enabled") is False:
+        return
+    if (
+        before is not None
+        and before[2] == honor_path_handling
+        and (before[0] is route or before[0] == route)
+        and _same_service(before[1], service, same_services)
+    ):
+        for matcher in before[3]:  # equal values: point at this config's objects, free the old
+            matcher.route = route
+            matcher.service = service
+        compiled[route_id] = (route, service, honor_path_handling, before[3], before[4])
+        reused.add(route_id)
+        return
+    try:
+        built = [
+            _Matcher(route, service, sub_id, paths, honor_path_handling)
+            for sub_id, paths in split_paths(route)
+        ]
+    except re.error as exc:
+        rejected.append((route_id, f"invalid regex: {exc}"))
+        return
+    compiled[route_id] = (route, service, honor_path_handling, built, _route_hosts(route))
+
+
+def _placed(entries: Iterable[_Compiled]) -> Iterator[tuple[_Matcher, list[tuple[str, str, int | None]]]]:
+    return ((matcher, entry[4]) for entry in entries for matcher in entry[3])
+
+
+def _header_names(entries: Iterable[_Compiled]) -> frozenset[str]:
+    """The request headers some route matches on: the only ones the proxy keeps for routing."""
+    return frozenset(_header_name(name) for entry in entries for name in entry[0].get("headers") or ())

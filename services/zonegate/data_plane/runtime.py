@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from zonegate.core.canonical import ConfigHash, config_hash
 from zonegate.core.config import Config
+from zonegate.core.config_delta import Change, ConfigDelta
 from zonegate.data_plane.balancer import Balancers
 from zonegate.data_plane.router import Router, compile_router
 from zonegate.data_plane.tls import UpstreamTls, build_upstream_tls
@@ -101,41 +102,61 @@ class Runtime:
 
 
 def plan_services(
-    config: Config, balancers: Balancers, previous: Mapping[str, ServicePlan] | None = None
+    config: Config,
+    balancers: Balancers,
+    previous: Mapping[str, ServicePlan] | None = None,
+    change: ConfigDelta | None = None,
 ) -> dict[str, ServicePlan]:
-    """``previous``: plans made with the same balancers and TLS material, reused by identity."""
+    """``previous``: plans made with the same balancers and TLS material, reused by identity;
+    ``change``: exactly what turned their config into ``config``, so only its services are planned."""
     certificates = config.by_id("certificates")
     ca_certificates = config.by_id("ca_certificates")
-    plans: dict[str, ServicePlan] = {}
+    if previous is not None and change is not None:
+        plans = dict(previous)
+        for service_id in change.deletes.get("services", ()):
+            plans.pop(service_id, None)
+        for service in change.upserts.get("services", ()):
+            plans[service["id"]] = _plan(service, balancers, certificates, ca_certificates)
+        return plans
+    plans = {}
     for service in config.of("services"):
         before = previous.get(service["id"]) if previous is not None else None
         if before is not None and before.source is service:
             plans[service["id"]] = before
-            continue
-        scheme = service["protocol"]
-        tls = None
-        if scheme in ("https", "grpcs", "tls"):
-            tls = build_upstream_tls(service, certificates, ca_certificates)
-        upstream_name = service["host"] if balancers.get(service["host"]) is not None else None
-        plans[service["id"]] = ServicePlan(
-            id=service["id"],
-            name=service.get("name"),
-            scheme=scheme,
-            host=service["host"],
-            port=service["port"],
-            path=service.get("path"),
-            retries=service["retries"],
-            connect_timeout=service["connect_timeout"] / 1000,
-            write_timeout=service["write_timeout"] / 1000,
-            read_timeout=service["read_timeout"] / 1000,
-            upstream_name=upstream_name,
-            tls=tls,
-            host_header=service["host"]
-            if DEFAULT_PORTS.get(scheme) == service["port"]
-            else f"{service['host']}:{service['port']}",
-            source=service,
-        )
+        else:
+            plans[service["id"]] = _plan(service, balancers, certificates, ca_certificates)
     return plans
+
+
+def _plan(
+    service: dict[str, Any],
+    balancers: Balancers,
+    certificates: dict[str, Any],
+    ca_certificates: dict[str, Any],
+) -> ServicePlan:
+    scheme = service["protocol"]
+    tls = None
+    if scheme in ("https", "grpcs", "tls"):
+        tls = build_upstream_tls(service, certificates, ca_certificates)
+    upstream_name = service["host"] if balancers.get(service["host"]) is not None else None
+    return ServicePlan(
+        id=service["id"],
+        name=service.get("name"),
+        scheme=scheme,
+        host=service["host"],
+        port=service["port"],
+        path=service.get("path"),
+        retries=service["retries"],
+        connect_timeout=service["connect_timeout"] / 1000,
+        write_timeout=service["write_timeout"] / 1000,
+        read_timeout=service["read_timeout"] / 1000,
+        upstream_name=upstream_name,
+        tls=tls,
+        host_header=service["host"]
+        if DEFAULT_PORTS.get(scheme) == service["port"]
+        else f"{service['host']}:{service['port']}",
+        source=service,
+    )
 
 
 def build_runtime(
@@ -146,16 +167,25 @@ def build_runtime(
     limits: Limits | None = None,
     plugin_handlers: Mapping[str, type[Plugin]] | None = None,
     known_hash: ConfigHash | None = None,
+    change: Change | None = None,
 ) -> Runtime:
     """Compile a config; reuse the parts of ``previous`` whose sub-hashes did not change.
 
-    ``known_hash``: the hashes a signed snapshot carries, so the config is not hashed again."""
+    ``known_hash``: the hashes a signed snapshot carries, so the config is not hashed again.
+    ``change``: the delta that turned ``previous.config`` into ``config`` (a delta snapshot), so
+    the router and the service plans look only at what it names instead of every entity; it is
+    ignored unless its base is ``previous.config`` itself."""
     new_hash = known_hash if known_hash is not None else config_hash(config)
+    delta: ConfigDelta | None = None
+    if previous is not None and change is not None and change.base is previous.config:
+        delta = change.delta
     changed = new_hash.changed_groups(previous.hash if previous is not None else None)
     if previous is not None and not changed & {"routes", "services"}:
         router = previous.router
     else:
-        router = compile_router(config, previous=previous.router if previous is not None else None)
+        router = compile_router(
+            config, previous=previous.router if previous is not None else None, change=delta
+        )
     if previous is not None and not changed & {"upstreams", "targets"}:
         balancers = previous.balancers
     else:
@@ -165,7 +195,7 @@ def build_runtime(
         if previous is not None and balancers is previous.balancers and "rest" not in changed
         else None
     )  # certificates are in "rest": a change there may change any service's TLS
-    services = plan_services(config, balancers, reusable)
+    services = plan_services(config, balancers, reusable, delta if reusable is not None else None)
     handlers = (
         plugin_handlers if plugin_handlers is not None else (previous.plugin_handlers if previous else {})
     )
