@@ -160,3 +160,33 @@ async def test_config_as_form_field_raw_yaml_or_nothing(admin: Admin) -> None:
     assert syntax.body["flattened_errors"][0]["message"].startswith(
         "failed parsing declarative configuration"
     )
+
+
+async def test_status_hash_follows_every_kind_of_write(admin: Admin) -> None:
+    # /status hashes by what each write changed (the revision log): after creates, patches,
+    # upserts, cascading deletes and a whole replace, it is still the hash of the export.
+    async def status_is_the_export_hash() -> None:
+        status = await admin.get("/status")
+        exported = (await admin.get("/config")).body["config"]
+        assert status.body["configuration_hash"] == config_hash(declarative.loads(exported)).config_hash
+
+    await admin.post("/config", json=DOCUMENT)
+    await status_is_the_export_hash()
+    writes: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("POST", "/services", {"name": "extra", "url": "http://extra.internal"}),
+        ("POST", "/services/extra/routes", {"name": "x1", "paths": ["/x1"], "tags": ["t"]}),
+        ("PATCH", "/routes/x1", {"paths": ["/x2"]}),
+        ("PATCH", "/services/billing", {"retries": 9}),
+        ("PUT", "/consumers/bob", {"custom_id": "b"}),
+        ("POST", "/consumers/bob/key-auth", {"key": "bob-key"}),
+        ("DELETE", "/consumers/ann", None),  # cascades to ann's credentials
+        ("DELETE", "/services/extra/routes/x1", None),
+        ("POST", "/upstreams/pool/targets", {"target": "10.0.0.2:80"}),
+        ("DELETE", "/upstreams/pool", None),  # cascades to its targets
+    ]
+    for method, path, body in writes:
+        reply = await admin.request(method, path, json=body)
+        assert reply.status in (200, 201, 204), (method, path, reply.body)
+        await status_is_the_export_hash()
+    await admin.post("/config", json=DOCUMENT)
+    await status_is_the_export_hash()

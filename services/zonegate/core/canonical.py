@@ -246,6 +246,11 @@ def config_hash(config: Config) -> ConfigHash:
     return _hash_of(config, _kind_bytes(config))
 
 
+def cached_hash(config: Config, cache: EncodingCache, change: Change | None = None) -> ConfigHash:
+    """``config_hash`` through ``cache`` (as ``encode_config``), without the whole document."""
+    return cache.hash_of(config, cache.kind_bytes(config, change))
+
+
 def encode_config(
     config: Config, cache: EncodingCache | None = None, change: Change | None = None
 ) -> tuple[bytes, ConfigHash]:

@@ -41,6 +41,8 @@ from zonegate.control_plane.admin_api.errors import (
 )
 from zonegate.control_plane.admin_api.routing import Handler, Routes
 from zonegate.control_plane.admin_api.store_port import AdminStore
+from zonegate.control_plane.exported import StoredExportHash
+from zonegate.control_plane.store import Store
 from zonegate.plugins.bundled import enabled_plugins
 from zonegate.settings import Settings
 
@@ -109,6 +111,7 @@ def build_app(
         enabled_plugins=enabled_plugins(settings.plugins),
         node_id=node_id,
         hostname=hostname or socket.gethostname(),
+        stored_hash=StoredExportHash(store) if isinstance(store, Store) else None,
     )
     chain: list[Middleware] = [access_log, error_bodies]
     if settings.admin_token:

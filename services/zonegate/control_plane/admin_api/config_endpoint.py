@@ -43,8 +43,13 @@ async def current_state(ctx: AdminContext) -> StatusCache:
     cached = ctx.status_cache
     if cached is not None and cached.version == version:
         return cached
-    snapshot = await ctx.store.snapshot()
-    ctx.status_cache = StatusCache(snapshot.version, await asyncio.to_thread(export_hash, snapshot.config))
+    if ctx.stored_hash is not None:
+        ctx.status_cache = StatusCache(*await ctx.stored_hash.current())
+    else:
+        snapshot = await ctx.store.snapshot()
+        ctx.status_cache = StatusCache(
+            snapshot.version, await asyncio.to_thread(export_hash, snapshot.config)
+        )
     return ctx.status_cache
 
 

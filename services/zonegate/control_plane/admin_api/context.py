@@ -8,6 +8,7 @@ from typing import Final
 from aiohttp import web
 
 from zonegate.control_plane.admin_api.store_port import AdminStore
+from zonegate.control_plane.exported import StoredExportHash
 from zonegate.settings import Settings
 
 
@@ -27,6 +28,9 @@ class AdminContext:
     node_id: str
     hostname: str
     status_cache: StatusCache | None = field(default=None)
+    # PostgreSQL only: the export hash followed by the revision log (a DB-less store re-hashes
+    # its in-memory config, which changes only on POST /config).
+    stored_hash: StoredExportHash | None = field(default=None)
     total_requests: int = 0
 
 
