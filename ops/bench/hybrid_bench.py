@@ -18,7 +18,8 @@ control plane, data planes with ``ZONEGATE_WORKERS=1``. Four tables:
    with the cluster certificate, heartbeat, listen on the notify subject, read the newest
    snapshot from the config stream (``config_stream.read_latest``) and ack, as a data plane
    does. CPU is utime + stime from /proc of the CP process (and of nats-server) across N changes,
-   also net of what the same process burns idle over the same time.
+   also net of what the same process burns idle over the same time. What grows with the
+   subscribers is taking in their acks: ``ack_intake_bench.py`` takes one ack's cost apart.
 3. Snapshot size and data-plane decode/apply time at 10,000 and 100,000 routes, from the CP's
    ``publisher.published`` and the DP's ``config_agent.applied`` log lines, and the time from
    ``POST /config`` to the data plane(s) serving the new config.
