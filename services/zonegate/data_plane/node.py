@@ -74,6 +74,7 @@ class DbLessNode:
         self.pid_path = settings.prefix / PID_FILE
         self.reloading: asyncio.Task[None] | None = None
         self.cache: ConfigCache | None = None
+        self._cached_hash: ConfigHash | None = None  # the hashes the cache's meta recorded
         # One apply at a time: a reload (SIGHUP) and a POST /config must not interleave.
         self.applying = asyncio.Lock()
         self.sync = SyncState()  # what a hybrid data plane serves, as its heartbeats report it
@@ -113,6 +114,7 @@ class DbLessNode:
             written_at=cached.written_at,
         )
         self.version = cached.version
+        self._cached_hash = cached.known_hash  # None for a cache written before it kept them
         if self.settings.is_data_plane:
             self.sync.version, self.sync.config_hash = cached.version, cached.config_hash
         return cached.config
@@ -161,11 +163,13 @@ class DbLessNode:
 
             self.follower = StoreFollower(settings, self)
             config = await self.follower.open()
-            self._write_cache(config, self.follower.version)
+            hashes: ConfigHash | None = config_hash(config)
+            self._write_cache(config, self.follower.version, hashes=hashes)
         else:
             config, from_cache = self.initial_config()
+            hashes = self._cached_hash if from_cache else config_hash(config)
             if not from_cache:
-                self._write_cache(config)
+                self._write_cache(config, hashes=hashes)
         self.config = config
         if any(listen.ssl for listen in settings.proxy_listen):
             ensure_default_certificate(settings.prefix / "ssl")  # once, before workers race for it
@@ -176,7 +180,7 @@ class DbLessNode:
         status_runner = admin_runner = None
         try:
             try:
-                await host.start(config)
+                await host.start(config, hashes)
                 app = build_app(
                     lambda: self.host,
                     lambda: not self.config.is_empty(),

@@ -43,7 +43,7 @@ REPLY_TIMEOUT: Final = 60.0
 class ProxyHost(Protocol):
     config_hash: str
 
-    async def start(self, config: Config) -> None: ...
+    async def start(self, config: Config, hashes: ConfigHash | None = None) -> None: ...
 
     async def apply(
         self, config: Config, hashes: ConfigHash | None = None, change: Change | None = None
@@ -107,13 +107,16 @@ class InProcessProxy:
     def draining(self) -> bool:
         return self.server is not None and self.server.draining
 
-    async def start(self, config: Config) -> None:
+    async def start(self, config: Config, hashes: ConfigHash | None = None) -> None:
+        """``hashes``: the config's, when known (from the cache's meta): not hashed again."""
         settings = self.settings
         headers, limits = runtime_options(settings)
         handlers = self.handlers = loaded_handlers(settings.plugins)
         for handler in handlers.values():
             handler.init_worker(settings)
-        runtime = build_runtime(config, headers=headers, limits=limits, plugin_handlers=handlers)
+        runtime = build_runtime(
+            config, headers=headers, limits=limits, plugin_handlers=handlers, known_hash=hashes
+        )
         certificates = None
         if any(listen.ssl for listen in settings.proxy_listen):
             certificates = CertificateSelector(*ensure_default_certificate(settings.prefix / "ssl"))
@@ -229,8 +232,8 @@ class WorkerPool:
     def draining(self) -> bool:
         return self._draining
 
-    async def start(self, config: Config) -> None:
-        del config  # workers read it from the LMDB cache the agent has just written
+    async def start(self, config: Config, hashes: ConfigHash | None = None) -> None:
+        del config, hashes  # workers read them from the LMDB cache the agent has just written
         for worker in self.workers:
             await self._spawn(worker)
         for worker in self.workers:

@@ -88,7 +88,7 @@ class CacheFollower:
         if cached is not None:
             self.served = Served(cached.generation, cached.deltas, cached.config)
         # The very config object the runtime is built from: a later Change's base is it.
-        await self.proxy.start(self.served.config)
+        await self.proxy.start(self.served.config, cached.known_hash if cached is not None else None)
 
     async def reload(self) -> None:
         """The new deltas when the cache has only appended some, else the whole config. Raises
