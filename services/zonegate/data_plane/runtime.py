@@ -25,6 +25,7 @@ from zonegate.plugins.api import Plugin
 from zonegate.plugins.chains import PluginSet
 
 DEFAULT_PORTS: Final = {"http": 80, "https": 443, "grpc": 80, "grpcs": 443}
+_TLS_KINDS: Final = frozenset({"certificates", "ca_certificates"})  # what a service plan's TLS reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +191,16 @@ def build_runtime(
         balancers = previous.balancers
     else:
         balancers = Balancers.build(config, previous.balancers if previous is not None else None)
+    # Certificates are in "rest": a change there may change any service's TLS; a delta says
+    # whether the "rest" that changed holds any (a consumer change does not re-plan services).
+    tls_unchanged = "rest" not in changed or (
+        delta is not None and not _TLS_KINDS & {*delta.upserts, *delta.deletes}
+    )
     reusable = (
         previous.services
-        if previous is not None and balancers is previous.balancers and "rest" not in changed
+        if previous is not None and balancers is previous.balancers and tls_unchanged
         else None
-    )  # certificates are in "rest": a change there may change any service's TLS
+    )
     services = plan_services(config, balancers, reusable, delta if reusable is not None else None)
     handlers = (
         plugin_handlers if plugin_handlers is not None else (previous.plugin_handlers if previous else {})
