@@ -23,7 +23,7 @@ from zonegate.control_plane.config_tracker import ConfigTracker
 from zonegate.control_plane.listener import ConfigListener
 from zonegate.control_plane.node import open_store
 from zonegate.control_plane.store import Store
-from zonegate.core.canonical import ConfigHash, EncodingCache, encode_config
+from zonegate.core.canonical import ConfigHash, EncodingCache, cached_hash, encode_config
 from zonegate.core.config import Config
 from zonegate.core.config_delta import Change
 from zonegate.settings import Settings
@@ -52,6 +52,7 @@ class StoreFollower:
         self._store: Store | None = None
         self._tracker: ConfigTracker | None = None  # the store's config, followed by revisions
         self._encodings = EncodingCache()  # hashes a change without encoding the rest again
+        self._applied = Config()  # what the node serves and caches: a change must start from it
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: ConfigListener | None = None
@@ -68,6 +69,7 @@ class StoreFollower:
         self._tracker = ConfigTracker(self._store)
         snapshot = await self._tracker.current()
         self.version = snapshot.version
+        self._applied = snapshot.config
         return snapshot.config
 
     async def start_admin_api(self, node_id: str, grace: float) -> web.AppRunner | None:
@@ -95,15 +97,18 @@ class StoreFollower:
                 snapshot = await self._tracker.current()
                 if snapshot.version <= self.version:
                     continue
-                # The revisions' change, when the tracker read them: only what it names is
-                # hashed and rebuilt (the router updates the routes that moved).
+                # The revisions' change, when the tracker read them and it starts from what the
+                # node serves (not after a failed apply): only what it names is hashed, rebuilt
+                # and appended to the cache (the router updates the routes that moved).
                 change = self._tracker.change
+                if change is not None and change.base is not self._applied:
+                    change = None
                 hashes, payload, delta = await asyncio.to_thread(self._encode, snapshot.config, change)
                 await self._target.apply_snapshot(
                     snapshot.config, snapshot.version, hashes, payload, delta, change
                 )
                 digest = hashes.config_hash
-                self.version = snapshot.version
+                self.version, self._applied = snapshot.version, snapshot.config
                 log.info("config.followed", version=snapshot.version, config_hash=digest)
             except asyncio.CancelledError:
                 raise
@@ -116,10 +121,11 @@ class StoreFollower:
         """The config's hashes, and what the LMDB cache keeps of it: the change alone when there
         is one (appended, so workers follow it too), else the whole config; both as a data
         plane caches them (zstd of the canonical JSON of the config, or of the delta)."""
-        raw, hashes = encode_config(config, self._encodings, change)
         compressor = zstandard.ZstdCompressor(level=3)
         if change is not None:
+            hashes = cached_hash(config, self._encodings, change)
             return hashes, None, compressor.compress(msgspec.json.encode(change.delta.document()))
+        raw, hashes = encode_config(config, self._encodings)
         return hashes, compressor.compress(raw), None
 
     async def close(self) -> None:

@@ -77,6 +77,9 @@ class DbLessNode:
         self._cached_hash: ConfigHash | None = None  # the hashes the cache's meta recorded
         # One apply at a time: a reload (SIGHUP) and a POST /config must not interleave.
         self.applying = asyncio.Lock()
+        # The cache holds a config the proxy refused (its apply failed after the write): a delta
+        # from what is served must not be appended to it; the next write is whole.
+        self._cache_ahead = False
         self.sync = SyncState()  # what a hybrid data plane serves, as its heartbeats report it
         self.hybrid: DataPlaneHybrid | None = None
         self.follower: StoreFollower | None = None  # traditional with PostgreSQL
@@ -312,6 +315,9 @@ class DbLessNode:
             raise RuntimeError("the node is not started")
         async with self.applying:
             digest = hashes.config_hash if hashes is not None else None
-            await asyncio.to_thread(self._write_cache, config, version, digest, payload, delta, hashes)
+            appended = delta if not self._cache_ahead else None
+            await asyncio.to_thread(self._write_cache, config, version, digest, payload, appended, hashes)
+            self._cache_ahead = True
             await host.apply(config, hashes, change)
+            self._cache_ahead = False
             self.config = config
