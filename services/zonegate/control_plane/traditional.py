@@ -10,7 +10,7 @@ next one reads whatever is newest by then.
 from __future__ import annotations
 
 import asyncio
-from typing import Final, Protocol
+from typing import Final
 
 import msgspec
 import structlog
@@ -26,23 +26,12 @@ from zonegate.control_plane.store import Store
 from zonegate.core.canonical import ConfigHash, EncodingCache, cached_hash, encode_config
 from zonegate.core.config import Config
 from zonegate.core.config_delta import Change
+from zonegate.data_plane.config_agent import SnapshotTarget  # the node, as a data plane's agent sees it
 from zonegate.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 POLL_SECONDS: Final = 5.0
-
-
-class SnapshotTarget(Protocol):
-    async def apply_snapshot(
-        self,
-        config: Config,
-        version: int,
-        hashes: ConfigHash,
-        payload: bytes | None = None,
-        delta: bytes | None = None,
-        change: Change | None = None,
-    ) -> None: ...
 
 
 class StoreFollower:
@@ -53,6 +42,7 @@ class StoreFollower:
         self._tracker: ConfigTracker | None = None  # the store's config, followed by revisions
         self._encodings = EncodingCache()  # hashes a change without encoding the rest again
         self._applied = Config()  # what the node serves and caches: a change must start from it
+        self.opened_hashes: ConfigHash | None = None  # of the config open() returned
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: ConfigListener | None = None
@@ -70,6 +60,8 @@ class StoreFollower:
         snapshot = await self._tracker.current()
         self.version = snapshot.version
         self._applied = snapshot.config
+        # Through the encoding cache: the first change then encodes only what it names.
+        self.opened_hashes = await asyncio.to_thread(cached_hash, snapshot.config, self._encodings)
         return snapshot.config
 
     async def start_admin_api(self, node_id: str, grace: float) -> web.AppRunner | None:

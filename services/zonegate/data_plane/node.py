@@ -166,7 +166,7 @@ class DbLessNode:
 
             self.follower = StoreFollower(settings, self)
             config = await self.follower.open()
-            hashes: ConfigHash | None = config_hash(config)
+            hashes: ConfigHash | None = self.follower.opened_hashes
             self._write_cache(config, self.follower.version, hashes=hashes)
         else:
             config, from_cache = self.initial_config()
